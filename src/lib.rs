@@ -1,0 +1,1 @@
+//! cleanroom: preserve a compromised EC2 instance as court-ready evidence.

@@ -1,0 +1,5 @@
+"""console: placeholder, being written."""
+
+
+def install(ctx):
+    pass

@@ -1,0 +1,5 @@
+"""Stub; real implementation follows (owned by L2)."""
+
+
+def install(ctx):
+    pass

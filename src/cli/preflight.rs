@@ -1,0 +1,12 @@
+//! `cleanroom preflight` (being built).
+
+use crate::error::{Error, ExitKind, Result};
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_ctx: &Context, _args: Args) -> Result<ExitKind> {
+    Err(Error::failed("preflight is not built yet"))
+}

@@ -1,0 +1,12 @@
+//! `cleanroom release` (being built).
+
+use crate::error::{Error, ExitKind, Result};
+
+use super::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_ctx: &Context, _args: Args) -> Result<ExitKind> {
+    Err(Error::failed("release is not built yet"))
+}

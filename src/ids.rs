@@ -1,0 +1,380 @@
+//! Validating newtypes for every identifier the tool takes from a user or from AWS.
+//!
+//! A malformed id is refused when it is parsed, before any AWS call, with a message
+//! that shows the expected form. Each type keeps its string private so a value of the
+//! type is always well-formed.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why an identifier was refused: what was given, what kind it should be, and the form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind} {given:?}: expected {expected}")]
+pub struct InvalidId {
+    pub kind: &'static str,
+    pub given: String,
+    pub expected: &'static str,
+}
+
+/// Implements the string-like traits for a validating newtype whose inner value is a
+/// `String` named `0` and which has a `fn validate(&str) -> bool` and `KIND`/`FORM` consts.
+macro_rules! string_id {
+    ($(#[$meta:meta])* $name:ident, kind = $kind:literal, form = $form:literal, valid = $valid:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const KIND: &'static str = $kind;
+            pub const FORM: &'static str = $form;
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                let valid: fn(&str) -> bool = $valid;
+                if valid(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(InvalidId { kind: $kind, given: s.to_owned(), expected: $form })
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, InvalidId> {
+                s.parse()
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+/// `prefix-` followed by 8 or 17 lowercase hex digits, the form of EC2 resource ids.
+fn ec2_id(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')).is_some_and(|hex| {
+        (hex.len() == 8 || hex.len() == 17)
+            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+string_id!(
+    /// An EC2 instance id, `i-` and 8 or 17 hex digits.
+    InstanceId, kind = "instance id", form = "i- followed by 8 or 17 lowercase hex digits, e.g. i-0123456789abcdef0",
+    valid = |s| ec2_id(s, "i")
+);
+string_id!(
+    /// An EBS volume id.
+    VolumeId, kind = "volume id", form = "vol- followed by 8 or 17 lowercase hex digits, e.g. vol-0123456789abcdef0",
+    valid = |s| ec2_id(s, "vol")
+);
+string_id!(
+    /// An EBS snapshot id.
+    SnapshotId, kind = "snapshot id", form = "snap- followed by 8 or 17 lowercase hex digits, e.g. snap-0123456789abcdef0",
+    valid = |s| ec2_id(s, "snap")
+);
+string_id!(
+    /// A VPC security group id.
+    SecurityGroupId, kind = "security group id", form = "sg- followed by 8 or 17 lowercase hex digits, e.g. sg-0123456789abcdef0",
+    valid = |s| ec2_id(s, "sg")
+);
+string_id!(
+    /// An elastic network interface id.
+    NetworkInterfaceId, kind = "network interface id", form = "eni- followed by 8 or 17 lowercase hex digits, e.g. eni-0123456789abcdef0",
+    valid = |s| ec2_id(s, "eni")
+);
+string_id!(
+    /// A VPC id.
+    VpcId, kind = "VPC id", form = "vpc- followed by 8 or 17 lowercase hex digits, e.g. vpc-0123456789abcdef0",
+    valid = |s| ec2_id(s, "vpc")
+);
+string_id!(
+    /// A subnet id.
+    SubnetId, kind = "subnet id", form = "subnet- followed by 8 or 17 lowercase hex digits, e.g. subnet-0123456789abcdef0",
+    valid = |s| ec2_id(s, "subnet")
+);
+string_id!(
+    /// An AMI id.
+    AmiId, kind = "AMI id", form = "ami- followed by 8 or 17 lowercase hex digits, e.g. ami-0123456789abcdef0",
+    valid = |s| ec2_id(s, "ami")
+);
+string_id!(
+    /// A 12-digit AWS account id.
+    AccountId, kind = "account id", form = "exactly 12 digits, e.g. 111122223333",
+    valid = |s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+);
+string_id!(
+    /// A case id: it becomes part of S3 keys and resource tags, so it is kept to a
+    /// conservative alphabet.
+    CaseId, kind = "case id", form = "1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. IR-2026-0042",
+    valid = |s| {
+        (1..=64).contains(&s.len())
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+);
+string_id!(
+    /// An AWS region name such as `eu-west-1`.
+    Region, kind = "region", form = "a region name such as us-east-1 or eu-central-2",
+    valid = |s| {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.len() >= 3
+            && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+            && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    }
+);
+string_id!(
+    /// An S3 bucket name (the DNS-compatible rules AWS enforces for new buckets).
+    BucketName, kind = "S3 bucket name", form = "3 to 63 characters of lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+    valid = |s| {
+        (3..=63).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+            && !s.contains("..")
+    }
+);
+string_id!(
+    /// An IAM role ARN, `arn:<partition>:iam::<account>:role/<path/name>`.
+    RoleArn, kind = "IAM role ARN", form = "arn:aws:iam::<12-digit account>:role/<name>, e.g. arn:aws:iam::111122223333:role/CleanroomForensics",
+    valid = |s| parse_arn(s).is_some_and(|a| a.service == "iam" && a.region.is_empty() && AccountId::from_str(a.account).is_ok() && a.resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()))
+);
+string_id!(
+    /// A KMS key ARN (`key/<uuid>`) or alias ARN (`alias/<name>`). Only ARNs are taken:
+    /// a bare key id is ambiguous about which account holds the key.
+    KmsKeyArn, kind = "KMS key ARN", form = "arn:aws:kms:<region>:<12-digit account>:key/<key id> or ...:alias/<name>",
+    valid = |s| parse_arn(s).is_some_and(|a| a.service == "kms" && Region::from_str(a.region).is_ok() && AccountId::from_str(a.account).is_ok() && (a.resource.strip_prefix("key/").is_some_and(|k| !k.is_empty()) || a.resource.strip_prefix("alias/").is_some_and(|k| !k.is_empty())))
+);
+string_id!(
+    /// An IAM role name (the member-account role to assume).
+    RoleName, kind = "IAM role name", form = "1 to 64 characters of letters, digits and +=,.@_-",
+    valid = |s| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+);
+
+impl KmsKeyArn {
+    /// The account that owns the key.
+    pub fn account(&self) -> AccountId {
+        let arn = parse_arn(&self.0).expect("validated at construction");
+        AccountId(arn.account.to_owned())
+    }
+}
+
+impl RoleArn {
+    pub fn account(&self) -> AccountId {
+        let arn = parse_arn(&self.0).expect("validated at construction");
+        AccountId(arn.account.to_owned())
+    }
+
+    /// The role name, the last path segment of the resource.
+    pub fn name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// The ARN of `role_name` in `account`, in the standard partition.
+    pub fn in_account(account: &AccountId, role_name: &RoleName) -> Self {
+        Self(format!("arn:aws:iam::{account}:role/{role_name}"))
+    }
+}
+
+/// The parts of an ARN, borrowed from the string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arn<'a> {
+    pub partition: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub resource: &'a str,
+}
+
+/// Splits `arn:partition:service:region:account:resource`; `None` if it is not one.
+pub fn parse_arn(s: &str) -> Option<Arn<'_>> {
+    let mut parts = s.splitn(6, ':');
+    if parts.next()? != "arn" {
+        return None;
+    }
+    let partition = parts.next()?;
+    let service = parts.next()?;
+    let region = parts.next()?;
+    let account = parts.next()?;
+    let resource = parts.next()?;
+    if !partition.starts_with("aws") || service.is_empty() || resource.is_empty() {
+        return None;
+    }
+    Some(Arn { partition, service, region, account, resource })
+}
+
+/// An S3 location given as `s3://bucket/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct S3Uri {
+    pub bucket: BucketName,
+    pub key: String,
+}
+
+impl FromStr for S3Uri {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        let invalid = || InvalidId {
+            kind: "S3 URI",
+            given: s.to_owned(),
+            expected: "s3://<bucket>/<optional key prefix>, e.g. s3://acme-forensics-evidence/cases",
+        };
+        let rest = s.strip_prefix("s3://").ok_or_else(invalid)?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket = bucket.parse::<BucketName>().map_err(|_| invalid())?;
+        Ok(Self { bucket, key: key.to_owned() })
+    }
+}
+
+impl fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// An instance named on the command line: a bare id in the caller's (or configured)
+/// account and region, or an ARN naming another account and region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceRef {
+    pub id: InstanceId,
+    pub account: Option<AccountId>,
+    pub region: Option<Region>,
+}
+
+impl FromStr for InstanceRef {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        if s.starts_with("arn:") {
+            let invalid = || InvalidId {
+                kind: "instance ARN",
+                given: s.to_owned(),
+                expected: "arn:aws:ec2:<region>:<12-digit account>:instance/<i-...>, e.g. arn:aws:ec2:eu-west-1:111122223333:instance/i-0123456789abcdef0",
+            };
+            let arn = parse_arn(s).filter(|a| a.service == "ec2").ok_or_else(invalid)?;
+            let id = arn.resource.strip_prefix("instance/").ok_or_else(invalid)?;
+            return Ok(Self {
+                id: id.parse()?,
+                account: Some(arn.account.parse()?),
+                region: Some(arn.region.parse()?),
+            });
+        }
+        Ok(Self { id: s.parse()?, account: None, region: None })
+    }
+}
+
+impl fmt::Display for InstanceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.account, &self.region) {
+            (Some(a), Some(r)) => write!(f, "arn:aws:ec2:{r}:{a}:instance/{}", self.id),
+            _ => write!(f, "{}", self.id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_accept_both_lengths_and_refuse_the_rest() {
+        for good in ["i-01234567", "i-0123456789abcdef0"] {
+            assert_eq!(good.parse::<InstanceId>().unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "i-",
+            "i-0123",
+            "i-0123456789ABCDEF0",
+            "vol-01234567",
+            "i_01234567",
+            "i-0123456789abcdef01",
+            " i-01234567",
+        ] {
+            let err = bad.parse::<InstanceId>().unwrap_err();
+            assert!(err.to_string().contains("i- followed by 8 or 17"), "{err}");
+        }
+    }
+
+    #[test]
+    fn case_ids_are_safe_for_keys_and_tags() {
+        assert!("IR-2026-0042".parse::<CaseId>().is_ok());
+        for bad in ["", "-lead", "a/b", "a b", "../x", &"x".repeat(65)] {
+            assert!(bad.parse::<CaseId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn account_ids_are_twelve_digits() {
+        assert!("111122223333".parse::<AccountId>().is_ok());
+        for bad in ["11112222333", "1111222233334", "11112222333a", "arn:aws:iam::111122223333:root"] {
+            let err = bad.parse::<AccountId>().unwrap_err();
+            assert!(err.to_string().contains("exactly 12 digits"));
+        }
+    }
+
+    #[test]
+    fn role_and_key_arns_expose_their_account() {
+        let role: RoleArn = "arn:aws:iam::111122223333:role/path/Forensics".parse().unwrap();
+        assert_eq!(role.account().as_str(), "111122223333");
+        assert_eq!(role.name(), "Forensics");
+        assert!("arn:aws:iam::111122223333:user/x".parse::<RoleArn>().is_err());
+        assert!("arn:aws:iam::1111:role/x".parse::<RoleArn>().is_err());
+        let key: KmsKeyArn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab".parse().unwrap();
+        assert_eq!(key.account().as_str(), "111122223333");
+        assert!("1234abcd-12ab".parse::<KmsKeyArn>().is_err());
+        assert!("arn:aws:kms:eu-west-1:111122223333:alias/forensics".parse::<KmsKeyArn>().is_ok());
+    }
+
+    #[test]
+    fn instance_refs_take_ids_and_arns() {
+        let r: InstanceRef = "i-0123456789abcdef0".parse().unwrap();
+        assert_eq!(r.account, None);
+        let r: InstanceRef =
+            "arn:aws:ec2:eu-west-1:111122223333:instance/i-0123456789abcdef0".parse().unwrap();
+        assert_eq!(r.account.unwrap().as_str(), "111122223333");
+        assert_eq!(r.region.unwrap().as_str(), "eu-west-1");
+        assert!("arn:aws:ec2:eu-west-1:111122223333:volume/vol-01234567".parse::<InstanceRef>().is_err());
+        assert!("arn:aws:ec2:eu-west-1:1111:instance/i-01234567".parse::<InstanceRef>().is_err());
+    }
+
+    #[test]
+    fn s3_uris_and_bucket_names() {
+        let u: S3Uri = "s3://acme-evidence/cases/x".parse().unwrap();
+        assert_eq!(u.bucket.as_str(), "acme-evidence");
+        assert_eq!(u.key, "cases/x");
+        assert!("https://acme-evidence/x".parse::<S3Uri>().is_err());
+        assert!("s3://Acme/x".parse::<S3Uri>().is_err());
+    }
+
+    #[test]
+    fn regions() {
+        assert!("us-east-1".parse::<Region>().is_ok());
+        assert!("us-gov-west-1".parse::<Region>().is_ok());
+        for bad in ["useast1", "us-east", "US-EAST-1", "us-east-1a"] {
+            assert!(bad.parse::<Region>().is_err(), "{bad}");
+        }
+    }
+}

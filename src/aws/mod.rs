@@ -18,8 +18,14 @@ use tokio::sync::Mutex;
 
 use crate::ids::{AccountId, Region, RoleArn, RoleName};
 
+pub mod autoscaling;
+pub mod ec2;
+pub mod elb;
 pub mod error;
+pub mod iam;
 pub mod identity;
+pub mod kms;
+pub mod s3;
 
 pub use error::AwsError;
 

@@ -1,0 +1,6 @@
+//! In-memory fakes behind the same traits as the AWS adapters, with fault injection
+//! for what no emulator produces: throttling, partial failure, a crash between calls.
+//! Tests use them beside the lab; neither replaces the other.
+
+pub mod cloud;
+pub mod store;

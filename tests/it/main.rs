@@ -1,0 +1,9 @@
+//! The integration tests: one binary, so one lab serves them all. Each test works in
+//! accounts of its own, so tests run in parallel without sharing state.
+
+mod support;
+
+mod cli;
+mod containment;
+mod evidence;
+mod preflight;

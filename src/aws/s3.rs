@@ -46,7 +46,9 @@ impl S3Store {
     {
         let aws = AwsError::from_sdk("s3", operation, e);
         let kind = match (aws.code.as_deref(), aws.kind) {
-            (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) => StoreErrorKind::PreconditionFailed,
+            (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) => {
+                StoreErrorKind::PreconditionFailed
+            }
             (_, AwsErrorKind::NotFound) => StoreErrorKind::NotFound,
             (_, AwsErrorKind::AccessDenied) => StoreErrorKind::AccessDenied,
             (_, AwsErrorKind::Throttled) => StoreErrorKind::Throttled,
@@ -61,7 +63,12 @@ impl S3Store {
     }
 
     fn missing(&self, operation: &'static str, key: &str, field: &str) -> StoreError {
-        StoreError::new(StoreErrorKind::MissingField, operation, self.at(key), format!("response has no {field}"))
+        StoreError::new(
+            StoreErrorKind::MissingField,
+            operation,
+            self.at(key),
+            format!("response has no {field}"),
+        )
     }
 }
 
@@ -114,7 +121,12 @@ impl ObjectStore for S3Store {
         })
     }
 
-    async fn create_multipart(&self, key: &str, content_type: &'static str, lock: &ObjectLock) -> Result<String, StoreError> {
+    async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &'static str,
+        lock: &ObjectLock,
+    ) -> Result<String, StoreError> {
         let mut call = self
             .client
             .create_multipart_upload()
@@ -129,10 +141,19 @@ impl ObjectStore for S3Store {
             call = call.object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On);
         }
         let out = call.send().await.map_err(|e| self.err("CreateMultipartUpload", key, e))?;
-        out.upload_id().map(str::to_owned).ok_or_else(|| self.missing("CreateMultipartUpload", key, "UploadId"))
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| self.missing("CreateMultipartUpload", key, "UploadId"))
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes, sha256_b64: &str) -> Result<Part, StoreError> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        sha256_b64: &str,
+    ) -> Result<Part, StoreError> {
         let out = self
             .client
             .upload_part()
@@ -151,7 +172,13 @@ impl ObjectStore for S3Store {
         Ok(Part { number, etag: etag.to_owned(), sha256_b64: sha256_b64.to_owned() })
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part], if_absent: bool) -> Result<Written, StoreError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[Part],
+        if_absent: bool,
+    ) -> Result<Written, StoreError> {
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 parts
@@ -196,6 +223,33 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        mode: LockMode,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(match mode {
+                LockMode::Compliance => aws_sdk_s3::types::ObjectLockRetentionMode::Compliance,
+                LockMode::Governance => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+            })
+            .retain_until_date(sdk_time(until))
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(self.bucket.as_str())
+            .key(key)
+            .set_version_id(version_id.map(str::to_owned))
+            .retention(retention)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|e| self.err("PutObjectRetention", key, e))?;
+        Ok(())
+    }
+
     async fn get(&self, key: &str, version_id: Option<&str>) -> Result<ByteChunks, StoreError> {
         let out = self
             .client
@@ -212,7 +266,12 @@ impl ObjectStore for S3Store {
                 None => None,
                 Some(Ok(b)) => Some((Ok(b), (body, location))),
                 Some(Err(e)) => Some((
-                    Err(StoreError::new(StoreErrorKind::Unreachable, "GetObject", location.clone(), e.to_string())),
+                    Err(StoreError::new(
+                        StoreErrorKind::Unreachable,
+                        "GetObject",
+                        location.clone(),
+                        e.to_string(),
+                    )),
                     (body, location),
                 )),
             }
@@ -241,7 +300,8 @@ impl ObjectStore for S3Store {
         Ok(Some(ObjectMeta {
             key: key.to_owned(),
             version_id: out.version_id().map(str::to_owned),
-            size: u64::try_from(size).map_err(|_| self.missing("HeadObject", key, "a valid Content-Length"))?,
+            size: u64::try_from(size)
+                .map_err(|_| self.missing("HeadObject", key, "a valid Content-Length"))?,
             checksum_sha256: out.checksum_sha256().map(str::to_owned),
             lock_mode: out.object_lock_mode().and_then(|m| match m {
                 ObjectLockMode::Compliance => Some(LockMode::Compliance),
@@ -303,7 +363,11 @@ impl ObjectStore for S3Store {
                 key_marker = page.next_key_marker().map(str::to_owned);
                 version_marker = page.next_version_id_marker().map(str::to_owned);
                 if key_marker.is_none() {
-                    return Err(self.missing("ListObjectVersions", prefix, "NextKeyMarker on a truncated page"));
+                    return Err(self.missing(
+                        "ListObjectVersions",
+                        prefix,
+                        "NextKeyMarker on a truncated page",
+                    ));
                 }
             } else {
                 return Ok(out);

@@ -12,8 +12,8 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
 use super::custody::{
-    self, Action, Actor, CLOCK_SOURCE, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo, SCHEMA,
-    ToolInfo, canonical, record_key,
+    self, Action, Actor, CLOCK_SOURCE, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo,
+    SCHEMA, ToolInfo, canonical, record_key,
 };
 use super::digest::{self, Digests, b64, sha256_raw};
 use super::error::EvidenceError;
@@ -183,7 +183,8 @@ impl Chain {
     fn apply(&mut self, r: &CustodyRecord) {
         self.head = Some(ChainHead { seq: r.seq, hash: r.hash.clone() });
         if r.action == Action::EvidenceStored
-            && let Some(item) = r.details.get("item").and_then(|v| serde_json::from_value::<ManifestItem>(v.clone()).ok())
+            && let Some(item) =
+                r.details.get("item").and_then(|v| serde_json::from_value::<ManifestItem>(v.clone()).ok())
         {
             self.items.entry(item.id.clone()).or_insert(item);
         }
@@ -208,7 +209,10 @@ pub struct Case {
 
 impl std::fmt::Debug for Case {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Case").field("case", &self.inner.case).field("store", &self.inner.store.location()).finish()
+        f.debug_struct("Case")
+            .field("case", &self.inner.case)
+            .field("store", &self.inner.store.location())
+            .finish()
     }
 }
 
@@ -348,9 +352,18 @@ impl Case {
         }
         let version_id = match version_id {
             Some(v) => Some(v),
-            None => store.head(&key, None).await.map_err(EvidenceError::store(format!("HEAD {key}")))?.and_then(|m| m.version_id),
+            None => store
+                .head(&key, None)
+                .await
+                .map_err(EvidenceError::store(format!("HEAD {key}")))?
+                .and_then(|m| m.version_id),
         };
-        Ok(EvidenceRef { id: "case.json".into(), sha256: digest::sha256_tagged(&stored), s3_key: key, version_id })
+        Ok(EvidenceRef {
+            id: "case.json".into(),
+            sha256: digest::sha256_tagged(&stored),
+            s3_key: key,
+            version_id,
+        })
     }
 
     /// Reads records after the known head until the first absent one, checking each
@@ -428,9 +441,10 @@ impl Case {
             };
             match self.inner.store.put(put).await {
                 Ok(w) => {
-                    let back = get_all(self.inner.store.as_ref(), &key, w.version_id.as_deref(), SMALL_OBJECT_LIMIT)
-                        .await
-                        .map_err(EvidenceError::store(format!("reading back custody record {seq}")))?;
+                    let back =
+                        get_all(self.inner.store.as_ref(), &key, w.version_id.as_deref(), SMALL_OBJECT_LIMIT)
+                            .await
+                            .map_err(EvidenceError::store(format!("reading back custody record {seq}")))?;
                     if back != bytes {
                         return Err(EvidenceError::ReadBackMismatch {
                             key,
@@ -440,12 +454,18 @@ impl Case {
                         });
                     }
                     chain.apply(&record);
-                    return Ok(CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id: w.version_id });
+                    return Ok(CustodyReceipt {
+                        seq,
+                        hash: record.hash,
+                        s3_key: key,
+                        version_id: w.version_id,
+                    });
                 }
                 Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
                     if self.catch_up(&mut chain, Some(&record.hash)).await? {
                         // Our own earlier attempt landed (a retried request).
-                        let version_id = self.inner.store.head(&key, None).await.ok().flatten().and_then(|m| m.version_id);
+                        let version_id =
+                            self.inner.store.head(&key, None).await.ok().flatten().and_then(|m| m.version_id);
                         return Ok(CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id });
                     }
                     tracing::debug!(case, seq, "custody seq taken by another writer; caught up and retrying");
@@ -494,25 +514,52 @@ impl Case {
 
     /// Stores a JSON value as an evidence item (canonical bytes). On a rerun the item
     /// already recorded is returned without writing anything.
-    pub async fn store_json(&self, item: NewItem, value: &serde_json::Value) -> Result<EvidenceRef, EvidenceError> {
+    pub async fn store_json(
+        &self,
+        item: NewItem,
+        value: &serde_json::Value,
+    ) -> Result<EvidenceRef, EvidenceError> {
         let key = self.evidence_key(&item)?;
         if let Some(r) = self.known(&item.id).await {
             return Ok(r);
         }
         let bytes = canonical(value);
-        let stored = upload::store_bytes(self.inner.store.as_ref(), &item.id, &key, bytes.into(), "application/json", self.lock_now()).await?;
+        let stored = upload::store_bytes(
+            self.inner.store.as_ref(),
+            &item.id,
+            &key,
+            bytes.into(),
+            "application/json",
+            self.lock_now(),
+        )
+        .await?;
         self.finish_item(item, key, stored).await
     }
 
     /// Streams a file of any size into the case (multipart above 16 MiB, parallel
     /// parts, bounded memory), computing SHA-256, SHA-1 and MD5 in the same pass.
-    pub async fn store_file(&self, item: NewItem, path: &Path, reporter: &dyn Reporter) -> Result<EvidenceRef, EvidenceError> {
+    pub async fn store_file(
+        &self,
+        item: NewItem,
+        path: &Path,
+        reporter: &dyn Reporter,
+    ) -> Result<EvidenceRef, EvidenceError> {
         let key = self.evidence_key(&item)?;
         if let Some(r) = self.known(&item.id).await {
             return Ok(r);
         }
-        let content_type = if item.name.ends_with(".json") { "application/json" } else { "application/octet-stream" };
-        let stored = upload::store_file(self.inner.store.clone(), &item.id, &key, path, content_type, self.lock_now(), reporter).await?;
+        let content_type =
+            if item.name.ends_with(".json") { "application/json" } else { "application/octet-stream" };
+        let stored = upload::store_file(
+            self.inner.store.clone(),
+            &item.id,
+            &key,
+            path,
+            content_type,
+            self.lock_now(),
+            reporter,
+        )
+        .await?;
         self.finish_item(item, key, stored).await
     }
 
@@ -524,7 +571,12 @@ impl Case {
         self.inner.retention.lock(OffsetDateTime::now_utc())
     }
 
-    async fn finish_item(&self, item: NewItem, key: String, stored: upload::Stored) -> Result<EvidenceRef, EvidenceError> {
+    async fn finish_item(
+        &self,
+        item: NewItem,
+        key: String,
+        stored: upload::Stored,
+    ) -> Result<EvidenceRef, EvidenceError> {
         let meta = self
             .inner
             .store
@@ -602,7 +654,12 @@ impl Case {
                 found: digest::sha256_tagged(&back),
             });
         }
-        let r = EvidenceRef { id: "manifest".into(), sha256: digest::sha256_tagged(&bytes), s3_key: key, version_id: w.version_id };
+        let r = EvidenceRef {
+            id: "manifest".into(),
+            sha256: digest::sha256_tagged(&bytes),
+            s3_key: key,
+            version_id: w.version_id,
+        };
         self.record(CustodyEvent {
             action: Action::ManifestSealed,
             subject: format!("case:{}", self.case_str()),
@@ -619,9 +676,22 @@ impl Case {
 
     /// Stores a small non-JSON object of the case (e.g. a report), locked and read
     /// back; not an evidence item of the manifest. Returns its reference.
-    pub async fn store_case_object(&self, relative: &str, body: Vec<u8>, content_type: &'static str) -> Result<EvidenceRef, EvidenceError> {
+    pub async fn store_case_object(
+        &self,
+        relative: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<EvidenceRef, EvidenceError> {
         let key = format!("cases/{}/{relative}", self.case_str());
-        let mut stored = upload::store_bytes_versioned(self.inner.store.as_ref(), relative, &key, body.into(), content_type, self.lock_now()).await?;
+        let mut stored = upload::store_bytes_versioned(
+            self.inner.store.as_ref(),
+            relative,
+            &key,
+            body.into(),
+            content_type,
+            self.lock_now(),
+        )
+        .await?;
         Ok(EvidenceRef {
             id: relative.into(),
             sha256: std::mem::take(&mut stored.digests.sha256),

@@ -60,7 +60,9 @@ pub struct CheckpointDetails {
 /// Checks a checkpoint's signature against a PEM or DER public key.
 pub fn verify_signature(details: &CheckpointDetails, public_key: &[u8]) -> Result<(), String> {
     let key = match std::str::from_utf8(public_key) {
-        Ok(pem) if pem.contains("BEGIN PUBLIC KEY") => VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())?,
+        Ok(pem) if pem.contains("BEGIN PUBLIC KEY") => {
+            VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())?
+        }
         _ => VerifyingKey::from_public_key_der(public_key).map_err(|e| e.to_string())?,
     };
     let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &details.signature)
@@ -71,7 +73,8 @@ pub fn verify_signature(details: &CheckpointDetails, public_key: &[u8]) -> Resul
 
 /// PEM of a DER public key.
 pub fn pem_of(der: &[u8]) -> Result<String, String> {
-    let key = VerifyingKey::from_public_key_der(der).map_err(|e| format!("not an EC P-256 public key: {e}"))?;
+    let key =
+        VerifyingKey::from_public_key_der(der).map_err(|e| format!("not an EC P-256 public key: {e}"))?;
     key.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())
 }
 
@@ -80,14 +83,24 @@ impl Case {
     pub async fn checkpoint(&self, signer: &dyn Signer) -> Result<CustodyReceipt, EvidenceError> {
         let head: ChainHead = match self.head().await {
             Some(h) => h,
-            None => return Err(EvidenceError::Signing { key: signer.key_id(), message: "the chain is empty".into() }),
+            None => {
+                return Err(EvidenceError::Signing {
+                    key: signer.key_id(),
+                    message: "the chain is empty".into(),
+                });
+            }
         };
         let der = signer.public_key_der().await?;
         let pem = pem_of(&der).map_err(|message| EvidenceError::Signing { key: signer.key_id(), message })?;
         let fingerprint = sha256_tagged(&der);
         let relative = format!("keys/{}.pem", &fingerprint["sha256:".len().."sha256:".len() + 16]);
         let key_ref = self.store_public_key(&relative, pem.into_bytes()).await?;
-        let signed = Signed { purpose: CHECKPOINT_PURPOSE.into(), case: self.id().to_string(), seq: head.seq, hash: head.hash };
+        let signed = Signed {
+            purpose: CHECKPOINT_PURPOSE.into(),
+            case: self.id().to_string(),
+            seq: head.seq,
+            hash: head.hash,
+        };
         let (signature, request_id) = signer.sign_digest(&signed.digest()).await?;
         let details = CheckpointDetails {
             signed,
@@ -98,7 +111,8 @@ impl Case {
             public_key_sha256: fingerprint,
             public_key_s3_key: key_ref.s3_key.clone(),
         };
-        verify_signature(&details, &der).map_err(|message| EvidenceError::Signing { key: signer.key_id(), message })?;
+        verify_signature(&details, &der)
+            .map_err(|message| EvidenceError::Signing { key: signer.key_id(), message })?;
         self.record(CustodyEvent {
             action: Action::CheckpointSigned,
             subject: signer.key_id(),
@@ -112,8 +126,21 @@ impl Case {
     async fn store_public_key(&self, relative: &str, pem: Vec<u8>) -> Result<EvidenceRef, EvidenceError> {
         let key = format!("cases/{}/{relative}", self.id());
         let lock = self.lock_now_pub();
-        let stored = super::upload::store_bytes(self.store().as_ref(), relative, &key, pem.into(), "application/x-pem-file", lock).await?;
-        Ok(EvidenceRef { id: relative.into(), sha256: stored.digests.sha256, s3_key: key, version_id: stored.version_id })
+        let stored = super::upload::store_bytes(
+            self.store().as_ref(),
+            relative,
+            &key,
+            pem.into(),
+            "application/x-pem-file",
+            lock,
+        )
+        .await?;
+        Ok(EvidenceRef {
+            id: relative.into(),
+            sha256: stored.digests.sha256,
+            s3_key: key,
+            version_id: stored.version_id,
+        })
     }
 }
 
@@ -137,11 +164,19 @@ impl Signer for LocalSigner {
         "local-test-key".into()
     }
     async fn public_key_der(&self) -> Result<Vec<u8>, EvidenceError> {
-        Ok(self.key.verifying_key().to_public_key_der().map_err(|e| EvidenceError::Signing { key: self.key_id(), message: e.to_string() })?.into_vec())
+        Ok(self
+            .key
+            .verifying_key()
+            .to_public_key_der()
+            .map_err(|e| EvidenceError::Signing { key: self.key_id(), message: e.to_string() })?
+            .into_vec())
     }
     async fn sign_digest(&self, digest: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError> {
         use p256::ecdsa::signature::hazmat::PrehashSigner;
-        let sig: Signature = self.key.sign_prehash(digest).map_err(|e| EvidenceError::Signing { key: self.key_id(), message: e.to_string() })?;
+        let sig: Signature = self
+            .key
+            .sign_prehash(digest)
+            .map_err(|e| EvidenceError::Signing { key: self.key_id(), message: e.to_string() })?;
         Ok((sig.to_der().as_bytes().to_vec(), None))
     }
 }

@@ -170,7 +170,12 @@ pub struct ChainFinding {
 
 /// Checks one stored record: parses, canonical, hash, case, seq matches its key.
 /// Returns the record when it can be parsed (even if other checks fail).
-pub fn check_record(case: &str, key: &str, bytes: &[u8], findings: &mut Vec<ChainFinding>) -> Option<CustodyRecord> {
+pub fn check_record(
+    case: &str,
+    key: &str,
+    bytes: &[u8],
+    findings: &mut Vec<ChainFinding>,
+) -> Option<CustodyRecord> {
     let seq = seq_of_key(case, key);
     let mut find = |problem: String| findings.push(ChainFinding { seq, key: key.to_owned(), problem });
     let record: CustodyRecord = match serde_json::from_slice(bytes) {
@@ -185,7 +190,10 @@ pub fn check_record(case: &str, key: &str, bytes: &[u8], findings: &mut Vec<Chai
     }
     let computed = record.compute_hash();
     if computed != record.hash {
-        find(format!("content does not match its hash: recorded {}, computed {computed} (record edited)", record.hash));
+        find(format!(
+            "content does not match its hash: recorded {}, computed {computed} (record edited)",
+            record.hash
+        ));
     } else if canonical(&record) != bytes {
         find("bytes are not the canonical (RFC 8785) form of the record (re-serialised or edited)".into());
     }
@@ -261,7 +269,11 @@ mod tests {
                 session_name: "s".into(),
             },
             host: HostInfo { hostname: "h".into(), os: "linux".into(), arch: "x86_64".into() },
-            tool: ToolInfo { name: "cleanroom".into(), version: "0".into(), binary_sha256: sha256_tagged(b"bin") },
+            tool: ToolInfo {
+                name: "cleanroom".into(),
+                version: "0".into(),
+                binary_sha256: sha256_tagged(b"bin"),
+            },
             action: Action::Verified,
             subject: "case".into(),
             evidence: vec![],

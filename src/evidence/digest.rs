@@ -77,7 +77,10 @@ pub struct MultiHasher {
     size: u64,
 }
 
-fn spawn<D: Digest + Send + 'static>(name: &'static str, queue: usize) -> (mpsc::Sender<Bytes>, JoinHandle<String>) {
+fn spawn<D: Digest + Send + 'static>(
+    name: &'static str,
+    queue: usize,
+) -> (mpsc::Sender<Bytes>, JoinHandle<String>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(queue);
     let handle = std::thread::Builder::new()
         .name(format!("digest-{name}"))
@@ -179,7 +182,9 @@ impl MultiHasher {
     pub fn finish_blocking(mut self) -> Digests {
         drop(self.parts.take());
         drop(std::mem::take(&mut self.senders));
-        let mut out = std::mem::take(&mut self.threads).into_iter().map(|t| t.join().expect("digest thread does not panic"));
+        let mut out = std::mem::take(&mut self.threads)
+            .into_iter()
+            .map(|t| t.join().expect("digest thread does not panic"));
         let sha256 = out.next().unwrap_or_default();
         let sha1 = out.next().unwrap_or_default();
         let md5 = out.next().unwrap_or_default();

@@ -25,9 +25,13 @@ pub enum EvidenceError {
     Conflict { id: String, key: String, existing: String, new: String },
     #[error("the custody chain of case {case} is broken; refusing to append to it:\n{}", findings.iter().map(|f| format!("  {}: {}", f.key, f.problem)).collect::<Vec<_>>().join("\n"))]
     ChainBroken { case: String, findings: Vec<ChainFinding> },
-    #[error("custody record {seq} of case {case} was written by another process {attempts} times in a row; giving up")]
+    #[error(
+        "custody record {seq} of case {case} was written by another process {attempts} times in a row; giving up"
+    )]
     ChainContended { case: String, seq: u64, attempts: u32 },
-    #[error("no case {case} in {location}\nfix: check the case id (`cleanroom cases` lists them) and the evidence bucket in the configuration")]
+    #[error(
+        "no case {case} in {location}\nfix: check the case id (`cleanroom cases` lists them) and the evidence bucket in the configuration"
+    )]
     CaseMissing { case: String, location: String },
     #[error("case {case}: {key} is not a valid {what}: {problem}")]
     Corrupt { case: String, key: String, what: &'static str, problem: String },
@@ -50,9 +54,9 @@ impl EvidenceError {
     /// True when the user's input is at fault (exit 2, nothing changed).
     pub fn is_refusal(&self) -> bool {
         match self {
-            EvidenceError::InvalidItem { .. } | EvidenceError::CaseMissing { .. } | EvidenceError::TooLarge { .. } => {
-                true
-            }
+            EvidenceError::InvalidItem { .. }
+            | EvidenceError::CaseMissing { .. }
+            | EvidenceError::TooLarge { .. } => true,
             EvidenceError::Store { source, .. } => {
                 matches!(source.kind, StoreErrorKind::AccessDenied) && source.operation.starts_with("Head")
             }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::store::{ByteChunks, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind, Version, Written};
+use super::store::{
+    ByteChunks, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind, Version,
+    Written,
+};
 
 /// Chunk size when streaming a file from the folder.
 const CHUNK: usize = 1 << 20;
@@ -67,22 +70,48 @@ impl ObjectStore for FolderStore {
     async fn put(&self, req: PutObject) -> Result<Written, StoreError> {
         Err(self.read_only("PutObject", &req.key))
     }
-    async fn create_multipart(&self, key: &str, _: &'static str, _: &ObjectLock) -> Result<String, StoreError> {
+    async fn create_multipart(
+        &self,
+        key: &str,
+        _: &'static str,
+        _: &ObjectLock,
+    ) -> Result<String, StoreError> {
         Err(self.read_only("CreateMultipartUpload", key))
     }
     async fn upload_part(&self, key: &str, _: &str, _: i32, _: Bytes, _: &str) -> Result<Part, StoreError> {
         Err(self.read_only("UploadPart", key))
     }
-    async fn complete_multipart(&self, key: &str, _: &str, _: &[Part], _: bool) -> Result<Written, StoreError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        _: &str,
+        _: &[Part],
+        _: bool,
+    ) -> Result<Written, StoreError> {
         Err(self.read_only("CompleteMultipartUpload", key))
     }
     async fn abort_multipart(&self, key: &str, _: &str) -> Result<(), StoreError> {
         Err(self.read_only("AbortMultipartUpload", key))
     }
+    async fn set_retention(
+        &self,
+        key: &str,
+        _: Option<&str>,
+        _: super::store::LockMode,
+        _: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        Err(self.read_only("PutObjectRetention", key))
+    }
     async fn get(&self, key: &str, _version_id: Option<&str>) -> Result<ByteChunks, StoreError> {
-        let path = self.path(key).ok_or_else(|| StoreError::new(StoreErrorKind::NotFound, "read", key, "not in this case folder"))?;
+        let path = self.path(key).ok_or_else(|| {
+            StoreError::new(StoreErrorKind::NotFound, "read", key, "not in this case folder")
+        })?;
         let file = tokio::fs::File::open(&path).await.map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound { StoreErrorKind::NotFound } else { StoreErrorKind::Other };
+            let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                StoreErrorKind::NotFound
+            } else {
+                StoreErrorKind::Other
+            };
             StoreError::new(kind, "read", path.display().to_string(), e.to_string())
         })?;
         let location = path.display().to_string();
@@ -95,7 +124,10 @@ impl ObjectStore for FolderStore {
                     buf.truncate(n);
                     Some((Ok(Bytes::from(buf)), (file, location)))
                 }
-                Err(e) => Some((Err(StoreError::new(StoreErrorKind::Other, "read", location.clone(), e.to_string())), (file, location))),
+                Err(e) => Some((
+                    Err(StoreError::new(StoreErrorKind::Other, "read", location.clone(), e.to_string())),
+                    (file, location),
+                )),
             }
         });
         Ok(Box::pin(stream))
@@ -113,13 +145,16 @@ impl ObjectStore for FolderStore {
                 legal_hold: false,
             })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::new(StoreErrorKind::Other, "stat", path.display().to_string(), e.to_string())),
+            Err(e) => {
+                Err(StoreError::new(StoreErrorKind::Other, "stat", path.display().to_string(), e.to_string()))
+            }
         }
     }
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
-        self.walk(&self.root, &mut out)
-            .map_err(|e| StoreError::new(StoreErrorKind::Other, "list", self.root.display().to_string(), e.to_string()))?;
+        self.walk(&self.root, &mut out).map_err(|e| {
+            StoreError::new(StoreErrorKind::Other, "list", self.root.display().to_string(), e.to_string())
+        })?;
         out.retain(|k| k.starts_with(prefix));
         out.sort();
         Ok(out)
@@ -129,7 +164,13 @@ impl ObjectStore for FolderStore {
             .list(prefix)
             .await?
             .into_iter()
-            .map(|key| Version { key, version_id: None, is_latest: true, delete_marker: false, last_modified: None })
+            .map(|key| Version {
+                key,
+                version_id: None,
+                is_latest: true,
+                delete_marker: false,
+                last_modified: None,
+            })
             .collect())
     }
 }

@@ -25,7 +25,9 @@ pub mod store;
 pub mod upload;
 
 pub use case::{Case, CaseFile, ChainHead, Manifest, ManifestItem, NewItem, Retention};
-pub use custody::{Action, Actor, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo, ToolInfo};
+pub use custody::{
+    Action, Actor, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo, ToolInfo,
+};
 pub use error::EvidenceError;
 pub use store::{LockMode, ObjectStore};
 
@@ -73,7 +75,8 @@ pub async fn open_case(
     examiner: &str,
 ) -> Result<Case, crate::error::Error> {
     let clients = aws.forensics().await;
-    let who = crate::aws::identity::caller_identity(&clients.sts).await.map_err(crate::error::Error::failed)?;
+    let who =
+        crate::aws::identity::caller_identity(&clients.sts).await.map_err(crate::error::Error::failed)?;
     let actor = Actor {
         examiner: examiner.into(),
         principal_arn: who.arn,

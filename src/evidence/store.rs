@@ -120,7 +120,12 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    pub fn new(kind: StoreErrorKind, operation: &'static str, location: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: StoreErrorKind,
+        operation: &'static str,
+        location: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self { kind, operation, location: location.into(), message: message.into(), request_id: None }
     }
 
@@ -139,10 +144,37 @@ pub trait ObjectStore: Send + Sync {
         true
     }
     async fn put(&self, req: PutObject) -> Result<Written, StoreError>;
-    async fn create_multipart(&self, key: &str, content_type: &'static str, lock: &ObjectLock) -> Result<String, StoreError>;
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes, sha256_b64: &str) -> Result<Part, StoreError>;
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part], if_absent: bool) -> Result<Written, StoreError>;
+    async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: &'static str,
+        lock: &ObjectLock,
+    ) -> Result<String, StoreError>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        sha256_b64: &str,
+    ) -> Result<Part, StoreError>;
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[Part],
+        if_absent: bool,
+    ) -> Result<Written, StoreError>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+    /// Sets the retention of one object version (PutObjectRetention). Used after a
+    /// multipart upload when the store did not apply the lock asked for at creation.
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        mode: LockMode,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError>;
     /// The object's bytes (`version_id` None: the latest). NotFound when absent.
     async fn get(&self, key: &str, version_id: Option<&str>) -> Result<ByteChunks, StoreError>;
     /// The object's metadata, None when absent (or the latest is a delete marker).
@@ -154,7 +186,12 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Reads a whole (small) object into memory, refusing more than `limit` bytes.
-pub async fn get_all(store: &dyn ObjectStore, key: &str, version_id: Option<&str>, limit: usize) -> Result<Bytes, StoreError> {
+pub async fn get_all(
+    store: &dyn ObjectStore,
+    key: &str,
+    version_id: Option<&str>,
+    limit: usize,
+) -> Result<Bytes, StoreError> {
     use futures::StreamExt;
     let mut body = store.get(key, version_id).await?;
     let mut out = bytes::BytesMut::new();

@@ -89,13 +89,24 @@ async fn put_small(
 ) -> Result<Stored, EvidenceError> {
     let digests = digest::digests_of(&body);
     let sha_b64 = b64(&sha256_raw(&body));
-    let put = PutObject { key: key.into(), body: body.clone(), sha256_b64: sha_b64.clone(), content_type, lock, if_absent };
+    let put = PutObject {
+        key: key.into(),
+        body: body.clone(),
+        sha256_b64: sha_b64.clone(),
+        content_type,
+        lock,
+        if_absent,
+    };
     match store.put(put).await {
         Ok(w) => {
             if let Some(stored) = &w.checksum_sha256
                 && stored != &sha_b64
             {
-                return Err(EvidenceError::ChecksumMismatch { key: key.into(), sent: sha_b64, stored: stored.clone() });
+                return Err(EvidenceError::ChecksumMismatch {
+                    key: key.into(),
+                    sent: sha_b64,
+                    stored: stored.clone(),
+                });
             }
             let back = get_all(store, key, w.version_id.as_deref(), body.len() + 1)
                 .await
@@ -159,7 +170,8 @@ pub(crate) async fn hash_stream(
     version_id: Option<&str>,
     part_size: Option<u64>,
 ) -> Result<(Digests, Vec<Vec<u8>>), EvidenceError> {
-    let mut body = store.get(key, version_id).await.map_err(EvidenceError::store(format!("reading {key}")))?;
+    let mut body =
+        store.get(key, version_id).await.map_err(EvidenceError::store(format!("reading {key}")))?;
     let mut hasher = MultiHasher::new();
     if let Some(p) = part_size {
         hasher = hasher.with_parts(p, 4);
@@ -182,11 +194,13 @@ pub(crate) async fn hash_stream(
 async fn hash_file(path: &Path) -> Result<Digests, EvidenceError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let mut f = std::fs::File::open(&path).map_err(|source| EvidenceError::Io { path: path.clone(), source })?;
+        let mut f =
+            std::fs::File::open(&path).map_err(|source| EvidenceError::Io { path: path.clone(), source })?;
         let mut h = MultiHasher::with_queue(HASH_QUEUE);
         loop {
             let mut buf = vec![0u8; 8 << 20];
-            let n = read_full(&mut f, &mut buf).map_err(|source| EvidenceError::Io { path: path.clone(), source })?;
+            let n = read_full(&mut f, &mut buf)
+                .map_err(|source| EvidenceError::Io { path: path.clone(), source })?;
             if n == 0 {
                 break;
             }
@@ -235,7 +249,12 @@ pub(crate) async fn store_file(
         let ours = hash_file(path).await?;
         let (theirs, version_id) = read_hash(store.as_ref(), key, None).await?;
         if theirs.sha256 != ours.sha256 {
-            return Err(EvidenceError::Conflict { id: id.into(), key: key.into(), existing: theirs.sha256, new: ours.sha256 });
+            return Err(EvidenceError::Conflict {
+                id: id.into(),
+                key: key.into(),
+                existing: theirs.sha256,
+                new: ours.sha256,
+            });
         }
         let part_size = part_size_for(size);
         let (_, parts) = hash_stream(store.as_ref(), key, version_id.as_deref(), Some(part_size)).await?;
@@ -277,7 +296,10 @@ async fn multipart(
     };
     let part_digests: Vec<Vec<u8>> = parts
         .iter()
-        .map(|p| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &p.sha256_b64).unwrap_or_default())
+        .map(|p| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &p.sha256_b64)
+                .unwrap_or_default()
+        })
         .collect();
     let composite = composite_sha256(&part_digests);
     let w = match store.complete_multipart(key, &upload_id, &parts, true).await {
@@ -293,11 +315,35 @@ async fn multipart(
         && stored != &composite
         && stored.split('-').next() != composite.split('-').next()
     {
-        return Err(EvidenceError::ChecksumMismatch { key: key.into(), sent: composite, stored: stored.clone() });
+        return Err(EvidenceError::ChecksumMismatch {
+            key: key.into(),
+            sent: composite,
+            stored: stored.clone(),
+        });
+    }
+    // Some stores (moto) ignore the lock given at CreateMultipartUpload: check the
+    // version and set the retention explicitly when it is missing or short.
+    if let Some((mode, until)) = lock.retention {
+        let meta = store
+            .head(key, w.version_id.as_deref())
+            .await
+            .map_err(EvidenceError::store(format!("HEAD {key}")))?;
+        let held = meta.as_ref().and_then(|m| m.lock_mode.zip(m.retain_until));
+        if held.is_none_or(|(m, u)| m != mode || u.unix_timestamp() < until.unix_timestamp()) {
+            reporter.warn(
+                key,
+                "the store did not apply the requested retention at upload; setting it on the version",
+            );
+            store
+                .set_retention(key, w.version_id.as_deref(), mode, until)
+                .await
+                .map_err(EvidenceError::store(format!("setting retention on {key}")))?;
+        }
     }
     // Read back: the whole object, streamed, must hash to what we read from disk.
     reporter.step(key, "reading back");
-    let (back, back_parts) = hash_stream(store.as_ref(), key, w.version_id.as_deref(), Some(part_size)).await?;
+    let (back, back_parts) =
+        hash_stream(store.as_ref(), key, w.version_id.as_deref(), Some(part_size)).await?;
     if back.sha256 != digests.sha256 || back.size != digests.size || back_parts != part_digests {
         return Err(EvidenceError::ReadBackMismatch {
             key: key.into(),
@@ -383,7 +429,10 @@ async fn upload_parts(
     let digests = tokio::task::spawn_blocking(move || reader.join())
         .await
         .expect("join task does not panic")
-        .map_err(|_| EvidenceError::Interrupted { key: key.into(), message: "the file reader panicked".into() })??;
+        .map_err(|_| EvidenceError::Interrupted {
+            key: key.into(),
+            message: "the file reader panicked".into(),
+        })??;
     let mut parts = Vec::with_capacity(results.len());
     let mut errors = Vec::new();
     for r in results {
@@ -398,7 +447,10 @@ async fn upload_parts(
     if digests.size != size {
         return Err(EvidenceError::Interrupted {
             key: key.into(),
-            message: format!("the file changed while it was read: {size} bytes expected, {} read", digests.size),
+            message: format!(
+                "the file changed while it was read: {size} bytes expected, {} read",
+                digests.size
+            ),
         });
     }
     parts.sort_by_key(|p| p.number);

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use crate::evidence::digest::{b64, composite_sha256, sha256_raw};
 use crate::evidence::store::{
-    ByteChunks, LockMode, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind, Version,
-    Written,
+    ByteChunks, LockMode, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind,
+    Version, Written,
 };
 
 #[derive(Debug, Clone)]
@@ -70,7 +70,11 @@ impl MemoryStore {
 
     /// A store whose bucket default locks every object in `mode` for `days`.
     pub fn with_default_lock(name: &str, mode: LockMode, days: i64) -> Self {
-        Self { name: name.into(), bucket_default: Some((mode, time::Duration::days(days))), state: Mutex::new(State::default()) }
+        Self {
+            name: name.into(),
+            bucket_default: Some((mode, time::Duration::days(days))),
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -107,7 +111,12 @@ impl MemoryStore {
         if let Some(n) = s.faults.crash_at_write
             && s.writes >= n
         {
-            return Err(StoreError::new(StoreErrorKind::Unreachable, op, loc, "injected crash: the process is gone"));
+            return Err(StoreError::new(
+                StoreErrorKind::Unreachable,
+                op,
+                loc,
+                "injected crash: the process is gone",
+            ));
         }
         if s.faults.throttle_calls > 0 {
             s.faults.throttle_calls -= 1;
@@ -193,25 +202,52 @@ impl ObjectStore for MemoryStore {
         let mut s = self.state();
         let computed = b64(&sha256_raw(&req.body));
         if computed != req.sha256_b64 {
-            return Err(StoreError::new(StoreErrorKind::Other, "PutObject", &req.key, "BadDigest: checksum does not match"));
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                "PutObject",
+                &req.key,
+                "BadDigest: checksum does not match",
+            ));
         }
         if req.if_absent && Self::latest(&s, &req.key).is_some_and(|o| o.body.is_some()) {
-            return Err(StoreError::new(StoreErrorKind::PreconditionFailed, "PutObject", &req.key, "PreconditionFailed"));
+            return Err(StoreError::new(
+                StoreErrorKind::PreconditionFailed,
+                "PutObject",
+                &req.key,
+                "PreconditionFailed",
+            ));
         }
         let version_id = self.insert(&mut s, &req.key, req.body, computed.clone(), &req.lock);
-        Ok(Written { version_id: Some(version_id), checksum_sha256: Some(computed), request_id: Some(format!("fake-{}", s.calls)) })
+        Ok(Written {
+            version_id: Some(version_id),
+            checksum_sha256: Some(computed),
+            request_id: Some(format!("fake-{}", s.calls)),
+        })
     }
 
-    async fn create_multipart(&self, key: &str, _: &'static str, lock: &ObjectLock) -> Result<String, StoreError> {
+    async fn create_multipart(
+        &self,
+        key: &str,
+        _: &'static str,
+        lock: &ObjectLock,
+    ) -> Result<String, StoreError> {
         self.call("CreateMultipartUpload", key, false)?;
         let mut s = self.state();
         s.next_version += 1;
         let id = format!("upload-{}", s.next_version);
-        s.uploads.insert(id.clone(), Upload { key: key.into(), lock: Some(lock.clone()), parts: BTreeMap::new() });
+        s.uploads
+            .insert(id.clone(), Upload { key: key.into(), lock: Some(lock.clone()), parts: BTreeMap::new() });
         Ok(id)
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes, sha256_b64: &str) -> Result<Part, StoreError> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+        sha256_b64: &str,
+    ) -> Result<Part, StoreError> {
         self.call("UploadPart", key, true)?;
         let mut s = self.state();
         if b64(&sha256_raw(&body)) != sha256_b64 {
@@ -228,28 +264,52 @@ impl ObjectStore for MemoryStore {
         Ok(Part { number, etag, sha256_b64: sha256_b64.into() })
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[Part], if_absent: bool) -> Result<Written, StoreError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[Part],
+        if_absent: bool,
+    ) -> Result<Written, StoreError> {
         self.call("CompleteMultipartUpload", key, true)?;
         let mut s = self.state();
         if if_absent && Self::latest(&s, key).is_some_and(|o| o.body.is_some()) {
-            return Err(StoreError::new(StoreErrorKind::PreconditionFailed, "CompleteMultipartUpload", key, "PreconditionFailed"));
+            return Err(StoreError::new(
+                StoreErrorKind::PreconditionFailed,
+                "CompleteMultipartUpload",
+                key,
+                "PreconditionFailed",
+            ));
         }
-        let up = s
-            .uploads
-            .remove(upload_id)
-            .ok_or_else(|| StoreError::new(StoreErrorKind::NotFound, "CompleteMultipartUpload", key, "NoSuchUpload"))?;
+        let up = s.uploads.remove(upload_id).ok_or_else(|| {
+            StoreError::new(StoreErrorKind::NotFound, "CompleteMultipartUpload", key, "NoSuchUpload")
+        })?;
         if up.key != key {
-            return Err(StoreError::new(StoreErrorKind::NotFound, "CompleteMultipartUpload", key, "NoSuchUpload for this key"));
+            return Err(StoreError::new(
+                StoreErrorKind::NotFound,
+                "CompleteMultipartUpload",
+                key,
+                "NoSuchUpload for this key",
+            ));
         }
         let mut body = Vec::new();
         let mut digests = Vec::new();
         for p in parts {
-            let (b, sha) = up
-                .parts
-                .get(&p.number)
-                .ok_or_else(|| StoreError::new(StoreErrorKind::Other, "CompleteMultipartUpload", key, format!("InvalidPart {}", p.number)))?;
+            let (b, sha) = up.parts.get(&p.number).ok_or_else(|| {
+                StoreError::new(
+                    StoreErrorKind::Other,
+                    "CompleteMultipartUpload",
+                    key,
+                    format!("InvalidPart {}", p.number),
+                )
+            })?;
             if sha != &p.sha256_b64 {
-                return Err(StoreError::new(StoreErrorKind::Other, "CompleteMultipartUpload", key, "InvalidPart checksum"));
+                return Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    "CompleteMultipartUpload",
+                    key,
+                    "InvalidPart checksum",
+                ));
             }
             digests.push(sha256_raw(b));
             body.extend_from_slice(b);
@@ -257,12 +317,46 @@ impl ObjectStore for MemoryStore {
         let composite = composite_sha256(&digests);
         let lock = up.lock.unwrap_or(ObjectLock { retention: None, legal_hold: false });
         let version_id = self.insert(&mut s, key, body.into(), composite.clone(), &lock);
-        Ok(Written { version_id: Some(version_id), checksum_sha256: Some(composite), request_id: Some(format!("fake-{}", s.calls)) })
+        Ok(Written {
+            version_id: Some(version_id),
+            checksum_sha256: Some(composite),
+            request_id: Some(format!("fake-{}", s.calls)),
+        })
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.call("AbortMultipartUpload", key, false)?;
         self.state().uploads.remove(upload_id);
+        Ok(())
+    }
+
+    async fn set_retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        mode: LockMode,
+        until: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.call("PutObjectRetention", key, true)?;
+        let mut s = self.state();
+        let obj = s
+            .objects
+            .get_mut(key)
+            .and_then(|vs| vs.iter_mut().rev().find(|o| version_id.is_none_or(|v| o.version_id == v)))
+            .ok_or_else(|| {
+                StoreError::new(StoreErrorKind::NotFound, "PutObjectRetention", key, "NoSuchVersion")
+            })?;
+        if let Some((LockMode::Compliance, old)) = obj.lock
+            && (old > until || mode != LockMode::Compliance)
+        {
+            return Err(StoreError::new(
+                StoreErrorKind::AccessDenied,
+                "PutObjectRetention",
+                key,
+                "AccessDenied: COMPLIANCE retention cannot be shortened",
+            ));
+        }
+        obj.lock = Some((mode, until));
         Ok(())
     }
 
@@ -277,8 +371,10 @@ impl ObjectStore for MemoryStore {
             .and_then(|o| o.body)
             .ok_or_else(|| StoreError::new(StoreErrorKind::NotFound, "GetObject", key, "NoSuchKey"))?;
         // Chunked like a network body.
-        let chunks: Vec<Result<Bytes, StoreError>> =
-            (0..body.len()).step_by(256 << 10).map(|i| Ok(body.slice(i..(i + (256 << 10)).min(body.len())))).collect();
+        let chunks: Vec<Result<Bytes, StoreError>> = (0..body.len())
+            .step_by(256 << 10)
+            .map(|i| Ok(body.slice(i..(i + (256 << 10)).min(body.len()))))
+            .collect();
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
 
@@ -305,8 +401,7 @@ impl ObjectStore for MemoryStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.call("ListObjectsV2", prefix, false)?;
         let s = self.state();
-        Ok(s
-            .objects
+        Ok(s.objects
             .iter()
             .filter(|(k, v)| k.starts_with(prefix) && v.last().is_some_and(|o| o.body.is_some()))
             .map(|(k, _)| k.clone())

@@ -14,7 +14,7 @@ use crate::evidence::case::{
     CaseFile, ChainHead, Manifest, ManifestItem, SMALL_OBJECT_LIMIT, case_key, custody_prefix, manifest_key,
     utc_ms,
 };
-use crate::evidence::checkpoint::{CheckpointDetails, verify_signature};
+use crate::evidence::checkpoint::{CheckpointDetails, fingerprint, verify_signature};
 use crate::evidence::custody::{self, Action, ChainFinding, CustodyRecord, seq_of_key};
 use crate::evidence::digest::sha256_tagged;
 use crate::evidence::store::{ObjectStore, StoreErrorKind, get_all};
@@ -283,7 +283,7 @@ pub async fn verify_case(
             },
         };
         if let Some(key) = key {
-            if options.public_key.is_none() && sha256_tagged(&key) != details.public_key_sha256 {
+            if options.public_key.is_none() && fingerprint(&key).as_ref() != Ok(&details.public_key_sha256) {
                 findings.push(Finding {
                     what: "checkpoint",
                     location: details.public_key_s3_key.clone(),
@@ -356,6 +356,25 @@ pub async fn verify_case(
             }
         }
     };
+
+    // Every object of the case must be accounted for by a custody record: an object
+    // no record names was written outside the tool, or its record was removed.
+    let mut referenced: std::collections::BTreeSet<&str> =
+        loaded.chain().flat_map(|r| r.evidence.iter().map(|e| e.s3_key.as_str())).collect();
+    let case_k = case_key(case_str);
+    referenced.insert(&case_k);
+    let all_keys =
+        store.list(&format!("cases/{case_str}/")).await.map_err(EvidenceError::store("listing the case"))?;
+    for key in &all_keys {
+        let is_record = seq_of_key(case_str, key).is_some();
+        if !is_record && !referenced.contains(key.as_str()) && !loaded.other_keys.contains(key) {
+            findings.push(Finding {
+                what: if key == &manifest_k { "manifest" } else { "object" },
+                location: key.clone(),
+                problem: "no custody record accounts for this object (written outside the tool, or its record was removed)".into(),
+            });
+        }
+    }
 
     // Evidence objects, re-hashed in parallel.
     let checks: Vec<Result<(ItemCheck, Vec<Finding>), EvidenceError>> =

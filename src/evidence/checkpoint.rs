@@ -71,6 +71,18 @@ pub fn verify_signature(details: &CheckpointDetails, public_key: &[u8]) -> Resul
     key.verify_prehash(&details.signed.digest(), &sig).map_err(|_| "signature does not verify".to_owned())
 }
 
+/// `sha256:` of the DER form of a PEM or DER public key.
+pub fn fingerprint(public_key: &[u8]) -> Result<String, String> {
+    let key = match std::str::from_utf8(public_key) {
+        Ok(pem) if pem.contains("BEGIN PUBLIC KEY") => {
+            VerifyingKey::from_public_key_pem(pem).map_err(|e| e.to_string())?
+        }
+        _ => VerifyingKey::from_public_key_der(public_key).map_err(|e| e.to_string())?,
+    };
+    let der = key.to_public_key_der().map_err(|e| e.to_string())?;
+    Ok(sha256_tagged(der.as_bytes()))
+}
+
 /// PEM of a DER public key.
 pub fn pem_of(der: &[u8]) -> Result<String, String> {
     let key =

@@ -43,13 +43,13 @@ impl Signer for KmsSigner {
         Ok(key.as_ref().to_vec())
     }
 
-    async fn sign_digest(&self, digest: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError> {
+    async fn sign_message(&self, message: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError> {
         let out = self
             .client
             .sign()
             .key_id(self.key.as_str())
-            .message(Blob::new(digest.to_vec()))
-            .message_type(MessageType::Digest)
+            .message(Blob::new(message.to_vec()))
+            .message_type(MessageType::Raw)
             .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
             .send()
             .await

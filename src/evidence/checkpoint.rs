@@ -1,7 +1,12 @@
 //! Signed checkpoints over the custody chain, after CloudTrail's digest files: the
 //! chain head (case, seq, hash) is signed with an asymmetric KMS key (ECDSA P-256,
-//! message type DIGEST); the public key is stored in the case, so verification needs
+//! ECDSA_SHA_256); the public key is stored in the case, so verification needs
 //! nothing but that key, offline.
+//!
+//! The signed message is the canonical JSON of [`Signed`] (about 150 bytes), sent as
+//! message type RAW: KMS hashes it with SHA-256 and signs, which is exactly what
+//! `openssl dgst -sha256 -verify` checks. Signing our own SHA-256 as type DIGEST would
+//! give the same signature on AWS, but moto 5.2.5 ignores DIGEST and hashes again.
 
 use async_trait::async_trait;
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
@@ -24,8 +29,8 @@ pub trait Signer: Send + Sync {
     fn key_id(&self) -> String;
     /// The public key, DER SubjectPublicKeyInfo.
     async fn public_key_der(&self) -> Result<Vec<u8>, EvidenceError>;
-    /// An ECDSA P-256 signature (DER) over a SHA-256 digest; and the request id.
-    async fn sign_digest(&self, digest: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError>;
+    /// An ECDSA P-256 / SHA-256 signature (DER) over `message`; and the request id.
+    async fn sign_message(&self, message: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError>;
 }
 
 /// What a checkpoint signs.
@@ -38,8 +43,13 @@ pub struct Signed {
 }
 
 impl Signed {
+    /// The bytes signed: canonical JSON.
+    pub fn message(&self) -> Vec<u8> {
+        canonical(self)
+    }
+
     pub fn digest(&self) -> Vec<u8> {
-        sha256_raw(&canonical(self))
+        sha256_raw(&self.message())
     }
 }
 
@@ -113,12 +123,12 @@ impl Case {
             seq: head.seq,
             hash: head.hash,
         };
-        let (signature, request_id) = signer.sign_digest(&signed.digest()).await?;
+        let (signature, request_id) = signer.sign_message(&signed.message()).await?;
         let details = CheckpointDetails {
             signed,
             key_id: signer.key_id(),
             algorithm: ALGORITHM.into(),
-            message_type: "DIGEST".into(),
+            message_type: "RAW".into(),
             signature: b64(&signature),
             public_key_sha256: fingerprint,
             public_key_s3_key: key_ref.s3_key.clone(),
@@ -183,11 +193,11 @@ impl Signer for LocalSigner {
             .map_err(|e| EvidenceError::Signing { key: self.key_id(), message: e.to_string() })?
             .into_vec())
     }
-    async fn sign_digest(&self, digest: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError> {
-        use p256::ecdsa::signature::hazmat::PrehashSigner;
+    async fn sign_message(&self, message: &[u8]) -> Result<(Vec<u8>, Option<String>), EvidenceError> {
+        use p256::ecdsa::signature::Signer as _;
         let sig: Signature = self
             .key
-            .sign_prehash(digest)
+            .try_sign(message)
             .map_err(|e| EvidenceError::Signing { key: self.key_id(), message: e.to_string() })?;
         Ok((sig.to_der().as_bytes().to_vec(), None))
     }

@@ -302,7 +302,7 @@ pub async fn send_multipart(
         .create_multipart(key, content_type, lock)
         .await
         .map_err(EvidenceError::store(format!("starting the upload of {key}")))?;
-    let result = upload_parts(store.clone(), key, &upload_id, path, size, part_size, digests, reporter).await;
+    let result = upload_parts(store.clone(), key, &upload_id, path, size, digests, reporter).await;
     let (digests, parts) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -402,10 +402,10 @@ async fn upload_parts(
     upload_id: &str,
     path: &Path,
     size: u64,
-    part_size: u64,
     digests: bool,
     reporter: &dyn Reporter,
 ) -> Result<(Digests, Vec<Part>), EvidenceError> {
+    let part_size = part_size_for(size);
     let (tx, rx) = mpsc::channel::<(i32, Bytes)>(READ_AHEAD);
     let reader_path = path.to_owned();
     let reader = std::thread::Builder::new()

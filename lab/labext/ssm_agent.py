@@ -647,6 +647,8 @@ def _run_step(inv: Invocation, plugin: Plugin, sandbox: Path, env: dict[str, str
             while True:
                 try:
                     code = proc.wait(timeout=0.1)
+                    if inv.cancel.is_set() and code < 0:  # killed by CancelCommand
+                        reason, code = "Cancelled", STOPPED_EXIT_CODE
                     break
                 except subprocess.TimeoutExpired:
                     pass

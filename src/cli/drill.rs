@@ -85,7 +85,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
 
     let config = config_path.to_string_lossy().into_owned();
     let case_s = case.to_string();
-    let steps = vec![
+    let steps = [
         Step {
             title: "preflight",
             args: vec!["preflight".into(), "--account".into(), member.to_string()],

@@ -343,3 +343,15 @@ def test_device_map_exposes_attached_volumes_read_only(lab, fresh_account):
     else:  # root can write anyway: the agent notices and fails the step
         assert inv["Status"] == "Failed"
         assert "read-only violation" in inv["StandardErrorContent"]
+
+
+def test_stopped_instances_lose_their_connection(lab, fresh_account):
+    ec2 = lab.client("ec2", account=fresh_account)
+    ssm = lab.client("ssm", account=fresh_account)
+    iid = managed_instance(lab, fresh_account)
+    ec2.stop_instances(InstanceIds=[iid])
+    info = ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [iid]}])
+    assert info["InstanceInformationList"][0]["PingStatus"] == "ConnectionLost"
+    with pytest.raises(ClientError) as e:
+        run(ssm, iid, "true")
+    assert code(e) == "InvalidInstanceId"

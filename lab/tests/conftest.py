@@ -217,7 +217,10 @@ def stock_lab():
 
 
 def random_account() -> str:
-    return str(random.SystemRandom().randrange(100_000_000_000, 999_999_999_999))
+    while True:
+        account = str(random.SystemRandom().randrange(100_000_000_000, 999_999_999_999))
+        if account != DEFAULT_ACCOUNT:
+            return account
 
 
 @pytest.fixture

@@ -306,3 +306,25 @@ def test_deleting_the_last_reference_frees_the_data(lab, fresh_account):
     r = lab.admin("GET", f"/_lab/snapshots/{snap}/data", account=fresh_account)
     assert r.status_code == 404
     assert blob and blob.endswith(".img")
+
+
+def test_get_streams_a_whole_gib(lab, fresh_account):
+    ec2 = lab.client("ec2", account=fresh_account)
+    vol = new_volume(ec2)
+    head = os.urandom(3 * BLOCK)
+    seed(lab, fresh_account, vol, head)
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    want = hashlib.sha256(head)
+    zeros = bytes(1 << 20)
+    left = GIB - len(head)
+    while left > 0:
+        want.update(zeros[: min(left, len(zeros))])
+        left -= len(zeros)
+    r = lab.http.get(lab.url + f"/_lab/snapshots/{snap}/data",
+                     params={"account": fresh_account}, stream=True, timeout=120)
+    assert r.status_code == 200 and int(r.headers["Content-Length"]) == GIB
+    got, n = hashlib.sha256(), 0
+    for chunk in r.iter_content(1 << 20):
+        got.update(chunk)
+        n += len(chunk)
+    assert (n, got.hexdigest()) == (GIB, want.hexdigest())

@@ -301,3 +301,14 @@ async fn checkpoint_signature_verifies_with_the_public_key_alone_and_fails_with_
     let r = verify_case(store.as_ref(), case.id(), &VerifyOptions { public_key: Some(other) }).await.unwrap();
     assert_found(&r, "custody/", "signature does not verify");
 }
+
+#[tokio::test]
+async fn replaced_case_file_is_found() {
+    let (case, store) = memory_case("IR-T-CASEFILE").await;
+    let key = "cases/IR-T-CASEFILE/case.json";
+    let text = String::from_utf8(store.read(key).unwrap()).unwrap().replace("Ada Examiner", "Eve Examiner");
+    store.tamper_new_version(key, text.into_bytes());
+    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    assert_found(&r, key, "the case_opened record says");
+    assert_found(&r, key, "has 2 versions");
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::digest::{self, Digests, MultiHasher, b64, composite_sha256, sha256_raw};
@@ -445,7 +445,9 @@ async fn upload_parts(
 
     let done = AtomicU64::new(0);
     let parts_stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
-    let results: Vec<Result<Part, EvidenceError>> = parts_stream
+    // Stops at the first failed part: the rest would be wasted (the upload is aborted);
+    // dropping the stream closes the channel, which stops the reader.
+    let uploaded: Result<Vec<Part>, EvidenceError> = parts_stream
         .map(|(number, body)| {
             let store = store.clone();
             let done = &done;
@@ -465,7 +467,7 @@ async fn upload_parts(
             }
         })
         .buffer_unordered(PART_CONCURRENCY)
-        .collect()
+        .try_collect()
         .await;
     let digests = tokio::task::spawn_blocking(move || reader.join())
         .await
@@ -474,17 +476,7 @@ async fn upload_parts(
             key: key.into(),
             message: "the file reader panicked".into(),
         })??;
-    let mut parts = Vec::with_capacity(results.len());
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(p) => parts.push(p),
-            Err(e) => errors.push(e),
-        }
-    }
-    if let Some(first) = errors.into_iter().next() {
-        return Err(first);
-    }
+    let mut parts = uploaded?;
     if digests.size != size {
         return Err(EvidenceError::Interrupted {
             key: key.into(),

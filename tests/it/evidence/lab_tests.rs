@@ -272,3 +272,24 @@ async fn killed_mid_upload_against_the_lab_rerun_completes_with_no_gap() {
     assert!(report.ok(), "{:#?}", report.findings);
     assert_eq!((report.items.len(), report.custody.records), (2, 3));
 }
+
+#[tokio::test]
+async fn legal_hold_is_set_when_asked() {
+    let f = Forensics::seed().await;
+    let retention = Retention { legal_hold: true, ..Retention::explicit(LockMode::Compliance, 1) };
+    let case = Case::open_with(
+        s3_store(&f),
+        &case_id("IR-LAB-HOLD"),
+        actor(&f.account),
+        tool(),
+        "sha256:config".into(),
+        retention,
+    )
+    .await
+    .unwrap();
+    let r = case.store_json(item(&f.account, "held.json"), &serde_json::json!({"x": 1})).await.unwrap();
+    let meta = s3_store(&f).head(&r.s3_key, r.version_id.as_deref()).await.unwrap().unwrap();
+    assert!(meta.legal_hold, "{meta:?}");
+    let items = case.items().await;
+    assert!(items[0].legal_hold);
+}

@@ -111,8 +111,11 @@ async fn verify_report_and_cases_end_to_end() {
 }
 
 #[tokio::test]
-async fn verify_of_an_unknown_case_is_refused_with_exit_2() {
+async fn verify_and_report_of_an_unknown_case_are_refused_with_exit_2_and_create_nothing() {
     let f = Forensics::seed().await;
     f.cleanroom(&["verify", "--case", "IR-NOPE"]).expect_code(2).stderr_has("no case IR-NOPE");
     f.cleanroom(&["verify", "--case", "../x"]).expect_code(2);
+    // Regression: `report` on a missing case created it instead of refusing.
+    f.cleanroom(&["report", "--case", "IR-NOPE"]).expect_code(2).stderr_has("no case IR-NOPE");
+    f.cleanroom(&["--json", "cases"]).success().stdout_has("\"cases\": []");
 }

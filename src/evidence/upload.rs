@@ -23,8 +23,9 @@ pub const SINGLE_PUT_MAX: u64 = 16 << 20;
 pub const MIN_PART_SIZE: u64 = 16 << 20;
 /// S3 allows at most 10,000 parts per upload.
 pub const MAX_PARTS: u64 = 10_000;
-/// S3's largest object (5 TiB... since 2025, 48.8 TiB; we keep the documented 5 TiB
-/// limit of single-part-size * parts that all regions support).
+/// Largest object we write: 5 TiB, the limit every region documents (REFERENCE.md notes
+/// larger objects are announced; not relied on until checked). At 10,000 parts that
+/// is 525 MiB parts, well under S3's 5 GiB part limit.
 pub const MAX_OBJECT: u64 = 5 << 40;
 /// Parts in flight at once. Memory is about (PART_CONCURRENCY + READ_AHEAD +
 /// HASH_QUEUE + 1) parts: 4 + 1 + 2 + 1 = 8 x 16 MiB = 128 MiB at the default size.

@@ -293,3 +293,26 @@ async fn legal_hold_is_set_when_asked() {
     let items = case.items().await;
     assert!(items[0].legal_hold);
 }
+
+#[tokio::test]
+async fn a_corrupted_upload_is_refused_by_its_checksum() {
+    // The lab validates x-amz-checksum-sha256 as S3 does: bytes that changed on the way
+    // never become evidence.
+    let f = Forensics::seed().await;
+    let store = s3_store(&f);
+    let err = store
+        .put(cleanroom::evidence::store::PutObject {
+            key: "cases/IR-LAB-BAD/evidence/x".into(),
+            body: bytes::Bytes::from_static(b"the bytes that arrived"),
+            sha256_b64: cleanroom::evidence::digest::b64(&cleanroom::evidence::digest::sha256_raw(
+                b"the bytes we hashed",
+            )),
+            content_type: "application/octet-stream",
+            lock: cleanroom::evidence::store::ObjectLock { retention: None, legal_hold: false },
+            if_absent: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("BadDigest"), "{err}");
+    assert!(store.head("cases/IR-LAB-BAD/evidence/x", None).await.unwrap().is_none());
+}

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::AwsError;
 use crate::ids::{AccountId, InstanceId, Region};
+use crate::isolate::network::retry;
 use crate::isolate::cloud::{
     AsgGroup, Attributes, Cloud, CloudResult, Eni, Instance, ProfileAssociation, Target, VolumeAttachment,
 };
@@ -114,10 +115,10 @@ pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>) -> CloudResult
         async {
             match only {
                 Some(arns) => Ok(arns.to_vec()),
-                None => cloud.target_groups().await,
+                None => retry(|| cloud.target_groups()).await,
             }
         },
-        cloud.classic_balancers()
+        retry(|| cloud.classic_balancers())
     );
     let groups = groups?;
     let mut index = LbIndex::default();
@@ -126,7 +127,7 @@ pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>) -> CloudResult
             index.classic.entry(id).or_default().push(name.clone());
         }
     }
-    let regs = futures::future::join_all(groups.iter().map(|g| cloud.registrations(g))).await;
+    let regs = futures::future::join_all(groups.iter().map(|g| retry(|| cloud.registrations(g)))).await;
     for r in regs {
         for (id, target) in r? {
             index.targets.entry(id).or_default().push(target);
@@ -157,10 +158,10 @@ pub async fn observe_instance(
     id: &InstanceId,
 ) -> Result<(Instance, Attributes, Option<ProfileAssociation>, Option<String>), ObserveError> {
     let (instance, attributes, profile, asg) = futures::join!(
-        cloud.describe_instance(id),
-        cloud.attributes(id),
-        cloud.profile_association(id),
-        cloud.group_of(id)
+        retry(|| cloud.describe_instance(id)),
+        retry(|| cloud.attributes(id)),
+        retry(|| cloud.profile_association(id)),
+        retry(|| cloud.group_of(id))
     );
     let instance = instance?.ok_or_else(|| ObserveError::NotFound {
         id: id.clone(),
@@ -186,13 +187,13 @@ pub async fn observe_details(
     let (roles, group) = futures::join!(
         async {
             match profile {
-                Some(p) => cloud.profile_roles(&p.profile_arn).await,
+                Some(p) => retry(|| cloud.profile_roles(&p.profile_arn)).await,
                 None => Ok(vec![]),
             }
         },
         async {
             match asg {
-                Some(name) => cloud.group(name).await,
+                Some(name) => retry(|| cloud.group(name)).await,
                 None => Ok(None),
             }
         }

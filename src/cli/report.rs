@@ -1,12 +1,60 @@
-//! `cleanroom report` (being built).
+//! `cleanroom report`: owns the hand-off report. Writes it to stdout (or `--output`),
+//! stores it in the case under `report/`, and records `report_written`.
+
+use std::path::PathBuf;
 
 use crate::error::{Error, ExitKind, Result};
+use crate::evidence::{Action, CustodyEvent};
+use crate::ids::CaseId;
+use crate::report::{Format, build, render};
 
 use super::Context;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The case to report on.
+    #[arg(long)]
+    pub case: CaseId,
+    #[arg(long, value_enum, default_value = "html")]
+    pub format: Format,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
 
-pub async fn run(_ctx: &Context, _args: Args) -> Result<ExitKind> {
-    Err(Error::failed("report is not built yet"))
+pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
+    let config = ctx.load_config()?;
+    let examiner = ctx.examiner(&config)?;
+    let aws = ctx.connect(&config, &format!("report-{}", args.case)).await;
+    // Opening seals nothing by itself; the report describes the sealed manifest.
+    let case = crate::evidence::open_case(&aws, &config, &args.case, &examiner).await?;
+    case.seal().await?;
+    let loaded = crate::verify::load_case(case.store().as_ref(), &args.case).await?;
+    let text = render(&build(&loaded), args.format);
+    let name = format!("report/report.{}", args.format.extension());
+    let stored = case.store_case_object(&name, text.clone().into_bytes(), args.format.content_type()).await?;
+    let receipt = case
+        .record(CustodyEvent {
+            action: Action::ReportWritten,
+            subject: format!("case:{}", args.case),
+            evidence: vec![stored.clone()],
+            aws_request_ids: vec![],
+            details: serde_json::json!({ "format": args.format }),
+        })
+        .await?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    eprintln!(
+        "stored as {} (version {}), custody record {}",
+        stored.s3_key,
+        stored.version_id.as_deref().unwrap_or("none"),
+        receipt.seq
+    );
+    Ok(ExitKind::Done)
 }

@@ -147,8 +147,9 @@ impl Run {
     /// The stdout parsed as JSON (for `--json` runs).
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n--- stderr\n{}", self.stdout(), self.stderr()))
+        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}):\n{}\n--- stderr\n{}", self.stdout(), self.stderr())
+        })
     }
 
     #[track_caller]

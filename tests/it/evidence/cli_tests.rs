@@ -1,0 +1,118 @@
+//! `verify`, `report` and `cases` end to end: the binary against the lab, on a case
+//! the library wrote (nothing in the CLI produces evidence yet).
+
+use cleanroom::evidence::store::get_all;
+
+use super::*;
+
+#[tokio::test]
+async fn verify_report_and_cases_end_to_end() {
+    let f = Forensics::seed().await;
+    let case = open(&f, "IR-CLI-1").await;
+    populated(&case, &f.account, 20 << 20).await;
+
+    let run = f.cleanroom(&["verify", "--case", "IR-CLI-1"]);
+    run.success()
+        .stdout_has("VERIFIED: 3 evidence objects")
+        .stdout_has("console.bin")
+        .stderr_has("checkpoint signed");
+    let json = f.cleanroom(&["--json", "verify", "--case", "IR-CLI-1"]);
+    let v = json.success().json();
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        v["custody"]["checkpoints_verified"], 1,
+        "the KMS-signed checkpoint of the first run verifies"
+    );
+    assert!(v["locks_checked"].as_bool().unwrap());
+
+    let html = f.cleanroom(&["report", "--case", "IR-CLI-1", "--format", "html"]);
+    html.success();
+    let text = html.stdout();
+    for needle in [
+        "<!DOCTYPE html>",
+        "Case summary",
+        "902(14)",
+        "sha256sum",
+        "openssl dgst -sha256 -verify",
+        "network_isolated",
+        "VERIFIED",
+        "Ada Examiner",
+    ] {
+        assert!(text.contains(needle), "HTML report lacks {needle:?}");
+    }
+    assert!(!text.contains("<script"), "self-contained and inert");
+    let item = case.items().await.into_iter().find(|i| i.name == "console.bin").unwrap();
+    assert!(
+        text.contains(&item.sha256)
+            && text.contains(&item.md5)
+            && text.contains(item.version_id.as_deref().unwrap())
+    );
+    let stored =
+        get_all(s3_store(&f).as_ref(), "cases/IR-CLI-1/report/report.html", None, 1 << 24).await.unwrap();
+    assert_eq!(stored, text.as_bytes(), "the report is stored in the case");
+
+    let md = f.cleanroom(&["report", "--case", "IR-CLI-1", "--format", "md"]);
+    md.success().stdout_has("# Evidence report: case IR-CLI-1").stdout_has("| Id |");
+    let js = f.cleanroom(&["report", "--case", "IR-CLI-1", "--format", "json"]);
+    let j = js.success().json();
+    assert_eq!(j["items"].as_array().unwrap().len(), 3);
+    assert_eq!(j["verification"]["ok"], true);
+
+    // The public key alone verifies the signed checkpoint offline.
+    let key =
+        get_all(s3_store(&f).as_ref(), j["checkpoint"]["public_key_s3_key"].as_str().unwrap(), None, 1 << 16)
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    super::tamper::download(s3_store(&f).as_ref(), "IR-CLI-1", dir.path()).await;
+    let key_path = f.dir.path().join("key.pem");
+    std::fs::write(&key_path, &key).unwrap();
+    f.cleanroom(&[
+        "verify",
+        "--case",
+        "IR-CLI-1",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--public-key",
+        key_path.to_str().unwrap(),
+    ])
+    .success()
+    .stdout_has("offline");
+
+    // And so does plain openssl, with the exact steps the report prints.
+    let cp = &j["checkpoint"];
+    let signed = serde_json::to_vec(&serde_json::json!({
+        "case": cp["signed"]["case"], "hash": cp["signed"]["hash"], "purpose": cp["signed"]["purpose"], "seq": cp["signed"]["seq"],
+    }))
+    .unwrap();
+    std::fs::write(f.dir.path().join("signed.json"), &signed).unwrap();
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::STANDARD.decode(cp["signature"].as_str().unwrap()).unwrap();
+    std::fs::write(f.dir.path().join("signature.der"), sig).unwrap();
+    let out = std::process::Command::new("openssl")
+        .current_dir(f.dir.path())
+        .args(["dgst", "-sha256", "-verify", "key.pem", "-signature", "signature.der", "signed.json"])
+        .output()
+        .expect("openssl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Verified OK",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cases = f.cleanroom(&["--json", "cases"]).success().json();
+    let listed = cases["cases"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["case"], "IR-CLI-1");
+    assert_eq!(listed[0]["items"], 3);
+    assert!(listed[0]["state"].as_str().unwrap().starts_with("verified"), "{listed:?}");
+    f.cleanroom(&["cases"]).success().stdout_has("IR-CLI-1");
+}
+
+#[tokio::test]
+async fn verify_of_an_unknown_case_is_refused_with_exit_2() {
+    let f = Forensics::seed().await;
+    f.cleanroom(&["verify", "--case", "IR-NOPE"]).expect_code(2).stderr_has("no case IR-NOPE");
+    f.cleanroom(&["verify", "--case", "../x"]).expect_code(2);
+}

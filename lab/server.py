@@ -12,6 +12,7 @@ when stdin reaches EOF, so a dead parent never leaves an orphan server behind).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import shutil
@@ -66,6 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    faulthandler.enable(file=sys.stderr)  # a crash in a C extension still leaves a trace
     logging.basicConfig(stream=sys.stderr, level=logging.INFO if args.verbose else logging.WARNING,
                         format="lab %(levelname)s %(name)s: %(message)s")
     # werkzeug logs every request at INFO; keep the default run quiet.
@@ -101,7 +103,8 @@ def main(argv: list[str]) -> int:
         log.info("extensions: %s (disabled: %s)", ctx.extensions, ctx.disabled)
 
         def on_signal(signum, _frame):
-            log.info("signal %s: stopping", signum)
+            # Always said, even when quiet: an unexpected stop should be explainable.
+            print(f"lab: stopping on signal {signal.Signals(signum).name}", file=sys.stderr, flush=True)
             stop.set()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -117,7 +120,7 @@ def main(argv: list[str]) -> int:
                         pass
                 except (OSError, ValueError):
                     pass
-                log.info("stdin closed: stopping")
+                print("lab: stopping, stdin closed", file=sys.stderr, flush=True)
                 stop.set()
 
             threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()

@@ -16,6 +16,9 @@ Interface for extensions (keep it stable, other extensions depend on it)::
         req.ctx                      # the LabContext (data_dir, options, base_url, ...)
         return 200, {"ok": True}     # dict/list -> JSON; bytes -> octet-stream; str -> text
         # or (status, body, {"Header": "value"}); or raise admin.AdminError(404, "...")
+        # Large bodies: return a binary file object (read in 1 MiB blocks, then closed) or
+        # any other iterable of bytes (e.g. a generator), with {"Content-Length": ...}
+        # in the headers if known; they are streamed, never held in memory.
 
 The regex must match the whole path. A path that matches some route but not its method
 gets 405; a path under /_lab/ that matches nothing gets 404. Errors are JSON
@@ -42,6 +45,8 @@ from werkzeug.wsgi import get_input_stream
 log = logging.getLogger("lab.admin")
 
 PREFIX = "/_lab/"
+STREAMING_BODIES = True  # handlers may return file objects / iterables of bytes (see above)
+STREAM_BLOCK = 1 << 20
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
@@ -130,9 +135,37 @@ class AdminRequest:
             raise AdminError(400, f"request body is not valid JSON: {e}") from None
 
 
+class _FileStream:
+    """WSGI iterable over a binary file object, closed when the server is done with it."""
+
+    def __init__(self, f: Any):
+        self.f = f
+
+    def __iter__(self):
+        while True:
+            block = self.f.read(STREAM_BLOCK)
+            if not block:
+                return
+            yield block
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _is_stream(body: Any) -> bool:
+    if isinstance(body, (bytes, bytearray, memoryview, str, dict, list, tuple)) or body is None:
+        return False
+    return hasattr(body, "read") or hasattr(body, "__iter__")
+
+
 def _respond(start_response: Callable, status: int, body: Any,
              headers: dict[str, str] | None = None) -> Iterable[bytes]:
     hdrs = dict(headers or {})
+    reason = _STATUS_TEXT.get(status, "Status")
+    if _is_stream(body):
+        hdrs.setdefault("Content-Type", "application/octet-stream")
+        start_response(f"{status} {reason}", list(hdrs.items()))
+        return _FileStream(body) if hasattr(body, "read") else body
     if isinstance(body, (bytes, bytearray, memoryview)):
         data = bytes(body)
         hdrs.setdefault("Content-Type", "application/octet-stream")
@@ -145,7 +178,6 @@ def _respond(start_response: Callable, status: int, body: Any,
         data = json.dumps(body, default=str).encode()
         hdrs.setdefault("Content-Type", "application/json")
     hdrs["Content-Length"] = str(len(data))
-    reason = _STATUS_TEXT.get(status, "Status")
     start_response(f"{status} {reason}", list(hdrs.items()))
     return [data]
 

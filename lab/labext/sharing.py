@@ -365,6 +365,8 @@ def install(ctx: Any) -> None:
             if not key_usable(target_key, me, TARGET_KEY_ACTIONS
                               + (TARGET_KEY_REENCRYPT if reencrypt and src_key else ())):
                 problem = KEY_NOT_ACCESSIBLE
+            elif target_key.region != region:  # KMS keys are regional, like snapshots
+                problem = KEY_NOT_ACCESSIBLE
         if source.encrypted and not key_usable(
                 src_key, me, SOURCE_KEY_ACTIONS + (SOURCE_KEY_REENCRYPT if target_key is None
                                                    or src_key is None
@@ -406,7 +408,7 @@ def install(ctx: Any) -> None:
             if key is not None:
                 kms_key_id = key.arn
                 _mark_aws_managed(key)
-            if not key_usable(key, me, TARGET_KEY_ACTIONS):
+            if not key_usable(key, me, TARGET_KEY_ACTIONS) or key.region != region:
                 problem = KEY_NOT_ACCESSIBLE
         elif encrypted:
             kms_key_id = default_key_arn(self)

@@ -647,6 +647,8 @@ def _run_step(inv: Invocation, plugin: Plugin, sandbox: Path, env: dict[str, str
             while True:
                 try:
                     code = proc.wait(timeout=0.1)
+                    if inv.cancel.is_set() and code < 0:  # killed by CancelCommand
+                        reason, code = "Cancelled", STOPPED_EXIT_CODE
                     break
                 except subprocess.TimeoutExpired:
                     pass
@@ -764,7 +766,9 @@ def _run_invocation(inv: Invocation, generation: int) -> None:
                 inv.end = _now()
                 return
             info = _managed.get((c.account, c.region), {}).get(inv.instance_id)
-            online = info is not None and info.get("ping_status") == "Online"
+            inst = _instance(c.account, c.region, inv.instance_id)
+            online = (info is not None and info.get("ping_status") == "Online"
+                      and inst is not None and inst.state == "running")
             if online and not acquired:
                 if c.concurrency.acquire(timeout=0.1):
                     acquired.append(c.concurrency)
@@ -955,8 +959,11 @@ def _instance_info_view(account: str, region: str, info: dict[str, Any]) -> dict
     instance = _instance(account, region, info["instance_id"])
     ip = getattr(instance, "private_ip", "") if instance is not None else ""
     dns = getattr(instance, "private_dns_name", "") if instance is not None else ""
+    ping = info["ping_status"]
+    if instance is not None and instance.state != "running":
+        ping = "ConnectionLost"  # a stopped or terminated instance's agent is silent
     return {
-        "InstanceId": info["instance_id"], "PingStatus": info["ping_status"],
+        "InstanceId": info["instance_id"], "PingStatus": ping,
         "LastPingDateTime": info.get("last_ping", info["registered"]),
         "AgentVersion": AGENT_VERSION, "IsLatestVersion": True,
         "PlatformType": "Linux", "PlatformName": info.get("platform_name", "Amazon Linux"),

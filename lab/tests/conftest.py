@@ -105,7 +105,8 @@ class Lab:
         return self.log_path.read_text(errors="replace")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        self.died_early = self.proc.poll()
+        if self.died_early is None:
             try:
                 self.proc.stdin.close()  # --exit-on-stdin-eof: the lab exits on its own
                 self.proc.wait(10)
@@ -202,6 +203,8 @@ def lab():
         yield server
     finally:
         server.close()
+    assert server.died_early is None, (
+        f"the lab died during the tests (exit {server.died_early}); its log:\n{server.log()}")
 
 
 @pytest.fixture(scope="session")
@@ -214,7 +217,10 @@ def stock_lab():
 
 
 def random_account() -> str:
-    return str(random.SystemRandom().randrange(100_000_000_000, 999_999_999_999))
+    while True:
+        account = str(random.SystemRandom().randrange(100_000_000_000, 999_999_999_999))
+        if account != DEFAULT_ACCOUNT:
+            return account
 
 
 @pytest.fixture

@@ -161,6 +161,16 @@ def admin_app(tmp_path):
             raise RuntimeError("boom")
         return 201, b"\x00\xffraw", {"X-Thing": req.params["thing_id"]}
 
+    @admin.route("GET", r"/_lab/things/(?P<thing_id>t-[0-9a-f]+)/file")
+    def get_file(req):
+        path = tmp_path / "blob"
+        path.write_bytes(bytes(range(256)) * 10_000)
+        return 200, open(path, "rb"), {"Content-Length": str(path.stat().st_size)}
+
+    @admin.route("GET", r"/_lab/things/(?P<thing_id>t-[0-9a-f]+)/gen")
+    def get_gen(req):
+        return 200, (bytes([i]) * 1000 for i in range(5))
+
     try:
         yield Client(app), calls, admin
     finally:
@@ -199,6 +209,17 @@ def test_admin_errors_and_raw_bodies(admin_app):
     assert client.put("/_lab/things/t-1/data?account=12").status_code == 400
     assert client.get("/somewhere/else").data == b"moto"
     assert calls == ["/somewhere/else"]
+
+
+def test_admin_streams_file_objects_and_iterables(admin_app):
+    client, _, admin = admin_app
+    assert admin.STREAMING_BODIES is True
+    r = client.get("/_lab/things/t-2/file")
+    assert r.status_code == 200 and r.headers["Content-Length"] == "2560000"
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.data == bytes(range(256)) * 10_000
+    r = client.get("/_lab/things/t-2/gen")
+    assert r.data == b"".join(bytes([i]) * 1000 for i in range(5))
 
 
 def test_admin_route_must_be_under_prefix_and_unique(admin_app):

@@ -28,7 +28,7 @@ pub enum AwsErrorKind {
     Other,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AwsError {
     pub service: &'static str,
     pub operation: &'static str,
@@ -67,11 +67,13 @@ impl AwsError {
         let (code, message, request_id) = match &err {
             SdkError::ServiceError(ctx) => {
                 let e = ctx.err();
-                (
-                    e.code().map(str::to_owned),
-                    e.message().unwrap_or_default().to_owned(),
-                    e.meta().extra("aws_request_id").map(str::to_owned),
-                )
+                let mut message = e.message().unwrap_or_default().to_owned();
+                if e.code().is_none() && message.is_empty() {
+                    // No parsable error body: show what came back, briefly.
+                    message = format!("unrecognised response: {:?}", ctx.raw());
+                    message.truncate(400);
+                }
+                (e.code().map(str::to_owned), message, e.meta().extra("aws_request_id").map(str::to_owned))
             }
             _ => (None, DisplayErrorContext(&err).to_string(), None),
         };

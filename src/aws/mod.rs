@@ -25,6 +25,7 @@ pub mod error;
 pub mod iam;
 pub mod identity;
 pub mod kms;
+pub mod preflight;
 pub mod s3;
 
 pub use error::AwsError;

@@ -17,6 +17,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 use crate::aws::AccountClients;
 use crate::ids::{AccountId, Region};
 
+pub mod scenario;
 pub mod seed;
 
 /// The lab's cold bootstrap (a new venv) downloads and installs about 60 packages.

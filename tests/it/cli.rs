@@ -1,1 +1,50 @@
-//! (being built)
+//! The command line contract: bad input is refused before any AWS call, with exit 2
+//! and a message that shows the expected form.
+
+use crate::support::*;
+
+#[test]
+fn a_malformed_instance_id_is_refused_with_the_expected_form() {
+    // No lab is needed: the id is refused at parse time. The config path does not
+    // even exist, which proves nothing was read or called before the refusal.
+    let run = cleanroom(&["--config", "/nonexistent.toml", "isolate", "i-xyz", "--case", "IR-1"]);
+    run.expect_code(2).stderr_has("i- followed by 8 or 17");
+}
+
+#[test]
+fn a_malformed_case_id_is_refused() {
+    let run = cleanroom(&["--config", "/nonexistent.toml", "verify", "--case", "../etc"]);
+    run.expect_code(2).stderr_has("invalid case id");
+}
+
+#[test]
+fn a_malformed_account_id_is_refused() {
+    let run = cleanroom(&["--config", "/nonexistent.toml", "preflight", "--account", "1234"]);
+    run.expect_code(2).stderr_has("exactly 12 digits");
+}
+
+#[test]
+fn a_missing_configuration_says_how_to_make_one() {
+    let run = cleanroom(&["--config", "/nonexistent.toml", "preflight"]);
+    run.expect_code(2).stderr_has("cleanroom init");
+}
+
+#[test]
+fn a_malformed_configuration_value_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let text = cleanroom::config::EXAMPLE.replace("region = \"eu-west-1\"", "region = \"Ireland\"");
+    std::fs::write(&path, text).unwrap();
+    let run = cleanroom(&["--config", path.to_str().unwrap(), "preflight"]);
+    run.expect_code(2).stderr_has("region").stderr_has("us-east-1").stderr_has("fix:");
+}
+
+#[test]
+fn init_writes_a_config_that_loads_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cleanroom.toml");
+    let p = path.to_str().unwrap();
+    cleanroom(&["--config", p, "init"]).success();
+    assert!(std::fs::read_to_string(&path).unwrap().contains("[forensics]"));
+    cleanroom(&["--config", p, "init"]).expect_code(2).stderr_has("refusing to overwrite");
+}

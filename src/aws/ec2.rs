@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_ec2::operation::RequestId;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, AttributeValue, EbsInstanceBlockDeviceSpecification, Filter,
+    AttributeBooleanValue, EbsInstanceBlockDeviceSpecification, Filter,
     IamInstanceProfileSpecification, InstanceAttributeName, InstanceBlockDeviceMappingSpecification,
     IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, Tag, TagSpecification, UserIdGroupPair,
 };
@@ -405,7 +405,10 @@ impl Ec2 for AccountClients {
             .ec2
             .modify_instance_attribute()
             .instance_id(id.as_str())
-            .instance_initiated_shutdown_behavior(AttributeValue::builder().value(behavior).build())
+            // The Attribute/Value form: equivalent in EC2, and the one moto 5.2.5 honours
+            // (it drops InstanceInitiatedShutdownBehavior.Value into its Groups handler).
+            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+            .value(behavior)
             .send()
             .await
             .map_err(err("ModifyInstanceAttribute"))?;

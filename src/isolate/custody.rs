@@ -49,7 +49,9 @@ pub struct Event {
 pub struct Item {
     pub id: String,
     pub account: AccountId,
+    /// What it is about: the instance id (a path segment of its S3 key).
     pub subject: String,
+    /// File name, e.g. `containment-prior-state.json`.
     pub name: String,
     pub source: String,
     pub method: String,
@@ -109,5 +111,81 @@ impl CustodySink for MemoryCustody {
 
     async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
         Ok(self.items.lock().expect("custody lock").get(id).cloned())
+    }
+}
+
+/// The evidence store's case behind the seam.
+pub struct CaseCustody(pub crate::evidence::Case);
+
+fn action(a: Action) -> crate::evidence::Action {
+    use crate::evidence::Action as E;
+    match a {
+        Action::EvidenceStored => E::EvidenceStored,
+        Action::InstanceProtected => E::InstanceProtected,
+        Action::ServiceDetached => E::ServiceDetached,
+        Action::NetworkIsolated => E::NetworkIsolated,
+        Action::CredentialsRevoked => E::CredentialsRevoked,
+        Action::ContainmentVerified => E::ContainmentVerified,
+        Action::ContainmentFailed => E::ContainmentFailed,
+        Action::Released => E::Released,
+    }
+}
+
+fn to_ref(r: crate::evidence::EvidenceRef) -> EvidenceRef {
+    EvidenceRef { id: r.id, sha256: r.sha256, s3_key: r.s3_key, version_id: r.version_id }
+}
+
+fn fail(e: impl std::fmt::Display) -> CustodyError {
+    CustodyError(e.to_string())
+}
+
+#[async_trait]
+impl CustodySink for CaseCustody {
+    async fn record(&self, event: Event) -> Result<(), CustodyError> {
+        let evidence = event
+            .evidence
+            .into_iter()
+            .map(|r| crate::evidence::EvidenceRef { id: r.id, sha256: r.sha256, s3_key: r.s3_key, version_id: r.version_id })
+            .collect();
+        self.0
+            .record(crate::evidence::CustodyEvent {
+                action: action(event.action),
+                subject: event.subject,
+                evidence,
+                aws_request_ids: event.aws_request_ids,
+                details: event.details,
+            })
+            .await
+            .map(|_| ())
+            .map_err(fail)
+    }
+
+    async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
+        let new = crate::evidence::NewItem {
+            id: item.id,
+            account: item.account,
+            subject: item.subject,
+            name: item.name,
+            source: item.source,
+            method: item.method,
+            derived_from: vec![],
+        };
+        self.0.store_json(new, value).await.map(to_ref).map_err(fail)
+    }
+
+    async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
+        let Some(r) = self.0.find_item(id).await.map_err(fail)? else {
+            return Ok(None);
+        };
+        let item = self
+            .0
+            .items()
+            .await
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or_else(|| CustodyError(format!("item {id} is recorded but not in the manifest")))?;
+        let bytes = self.0.read_item(&item).await.map_err(fail)?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;
+        Ok(Some((to_ref(r), value)))
     }
 }

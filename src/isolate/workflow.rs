@@ -339,8 +339,8 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         let item = Item {
             id: prior_state_item(&scope.account, &id),
             account: scope.account.clone(),
-            subject: subject.clone(),
-            name: "containment prior state".into(),
+            subject: id.to_string(),
+            name: "containment-prior-state.json".into(),
             source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
             method: "cleanroom isolate: captured before any change, for release".into(),
         };

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::AwsError;
 use crate::ids::{AccountId, InstanceId, Region};
-use crate::isolate::network::retry;
 use crate::isolate::cloud::{
     AsgGroup, Attributes, Cloud, CloudResult, Eni, Instance, ProfileAssociation, Target, VolumeAttachment,
 };
+use crate::isolate::network::retry;
 
 /// Version of the [`PriorState`] document.
 pub const PRIOR_STATE_SCHEMA: u32 = 1;
@@ -141,7 +141,9 @@ pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>) -> CloudResult
 pub enum ObserveError {
     #[error("instance {id} not found in account {account}, region {region} (a wrong region or account?)")]
     NotFound { id: InstanceId, account: AccountId, region: Region },
-    #[error("instance {id} is {state}: there is nothing left to contain (its volumes may survive: check DeleteOnTermination)")]
+    #[error(
+        "instance {id} is {state}: there is nothing left to contain (its volumes may survive: check DeleteOnTermination)"
+    )]
     Gone { id: InstanceId, state: String },
     #[error("instance {id} is not in a VPC: EC2-Classic instances cannot be isolated with security groups")]
     NoVpc { id: InstanceId },
@@ -210,7 +212,8 @@ pub async fn observe(
     id: &InstanceId,
     target_groups: &[String],
 ) -> Result<Observed, ObserveError> {
-    let (first, lb) = futures::join!(observe_instance(cloud, account, region, id), lb_index(cloud, Some(target_groups)));
+    let (first, lb) =
+        futures::join!(observe_instance(cloud, account, region, id), lb_index(cloud, Some(target_groups)));
     let (instance, attributes, profile, asg) = first?;
     let (profile_roles, asg) = observe_details(cloud, profile.as_ref(), asg.as_deref()).await?;
     let lb = lb?;

@@ -74,7 +74,10 @@ impl RestorePlan {
             c.push(format!("ec2:ModifyInstanceAttribute {id} InstanceInitiatedShutdownBehavior={s}"));
         }
         if !self.delete_on_termination.is_empty() {
-            c.push(format!("ec2:ModifyInstanceAttribute {id} BlockDeviceMappings {:?}", self.delete_on_termination));
+            c.push(format!(
+                "ec2:ModifyInstanceAttribute {id} BlockDeviceMappings {:?}",
+                self.delete_on_termination
+            ));
         }
         c.push(format!("ec2:CreateTags {id} {TAG_CONTAINED}=released"));
         c
@@ -103,14 +106,16 @@ pub fn restore_plan(prior: &PriorState, now: &Observed, denied: &BTreeSet<String
         }
     }
     plan.register = prior.target_groups.iter().filter(|t| !now.targets.contains(t)).cloned().collect();
-    plan.classic = prior.classic_load_balancers.iter().filter(|l| !now.classic.contains(l)).cloned().collect();
+    plan.classic =
+        prior.classic_load_balancers.iter().filter(|l| !now.classic.contains(l)).cloned().collect();
     if now.attributes.termination_protection != prior.termination_protection {
         plan.termination_protection = Some(prior.termination_protection);
     }
     if now.attributes.shutdown_behavior != prior.shutdown_behavior {
         plan.shutdown_behavior = Some(prior.shutdown_behavior.clone());
     }
-    let current: BTreeMap<&str, bool> = now.instance.volumes.iter().map(|v| (v.device.as_str(), v.delete_on_termination)).collect();
+    let current: BTreeMap<&str, bool> =
+        now.instance.volumes.iter().map(|v| (v.device.as_str(), v.delete_on_termination)).collect();
     for v in &prior.volumes {
         if current.get(v.device.as_str()).is_some_and(|c| *c != v.delete_on_termination) {
             plan.delete_on_termination.push((v.device.clone(), v.delete_on_termination));
@@ -136,18 +141,51 @@ pub fn release_checks(prior: &PriorState, now: &Observed, denied: &BTreeSet<Stri
         );
     }
     let prior_profile = prior.profile.as_ref().map(|p| p.profile_arn.clone());
-    let now_profile = now.profile.as_ref().filter(|p| p.state != "disassociating" && p.state != "disassociated").map(|p| p.profile_arn.clone());
-    add("instance profile".into(), prior_profile == now_profile, format!("{}", now_profile.as_deref().unwrap_or("none")));
+    let now_profile = now
+        .profile
+        .as_ref()
+        .filter(|p| p.state != "disassociating" && p.state != "disassociated")
+        .map(|p| p.profile_arn.clone());
+    add(
+        "instance profile".into(),
+        prior_profile == now_profile,
+        now_profile.as_deref().unwrap_or("none").to_owned(),
+    );
     for r in &prior.profile_roles {
-        add(format!("role {r} deny removed"), !denied.contains(r), if denied.contains(r) { "deny still present".into() } else { "no deny".into() });
+        add(
+            format!("role {r} deny removed"),
+            !denied.contains(r),
+            if denied.contains(r) { "deny still present".into() } else { "no deny".into() },
+        );
     }
     let prior_asg = prior.auto_scaling_group.as_ref().map(|g| g.name.clone());
     let now_asg = now.asg.as_ref().map(|g| g.name.clone());
-    add("auto scaling".into(), prior_asg == now_asg, format!("{}", now_asg.as_deref().unwrap_or("not in a group")));
+    add(
+        "auto scaling".into(),
+        prior_asg == now_asg,
+        now_asg.as_deref().unwrap_or("not in a group").to_owned(),
+    );
     let missing: Vec<&Target> = prior.target_groups.iter().filter(|t| !now.targets.contains(t)).collect();
-    add("target groups".into(), missing.is_empty(), format!("{} of {} registrations back", prior.target_groups.len() - missing.len(), prior.target_groups.len()));
-    let missing_lb: Vec<&String> = prior.classic_load_balancers.iter().filter(|l| !now.classic.contains(l)).collect();
-    add("classic load balancers".into(), missing_lb.is_empty(), format!("{} of {} back", prior.classic_load_balancers.len() - missing_lb.len(), prior.classic_load_balancers.len()));
+    add(
+        "target groups".into(),
+        missing.is_empty(),
+        format!(
+            "{} of {} registrations back",
+            prior.target_groups.len() - missing.len(),
+            prior.target_groups.len()
+        ),
+    );
+    let missing_lb: Vec<&String> =
+        prior.classic_load_balancers.iter().filter(|l| !now.classic.contains(l)).collect();
+    add(
+        "classic load balancers".into(),
+        missing_lb.is_empty(),
+        format!(
+            "{} of {} back",
+            prior.classic_load_balancers.len() - missing_lb.len(),
+            prior.classic_load_balancers.len()
+        ),
+    );
     add(
         "termination protection".into(),
         now.attributes.termination_protection == prior.termination_protection,
@@ -158,20 +196,27 @@ pub fn release_checks(prior: &PriorState, now: &Observed, denied: &BTreeSet<Stri
         now.attributes.shutdown_behavior == prior.shutdown_behavior,
         format!("{} (prior {})", now.attributes.shutdown_behavior, prior.shutdown_behavior),
     );
-    let current: BTreeMap<&str, bool> = now.instance.volumes.iter().map(|v| (v.device.as_str(), v.delete_on_termination)).collect();
+    let current: BTreeMap<&str, bool> =
+        now.instance.volumes.iter().map(|v| (v.device.as_str(), v.delete_on_termination)).collect();
     let wrong: Vec<&str> = prior
         .volumes
         .iter()
         .filter(|v| current.get(v.device.as_str()).is_some_and(|c| *c != v.delete_on_termination))
         .map(|v| v.device.as_str())
         .collect();
-    add("DeleteOnTermination".into(), wrong.is_empty(), if wrong.is_empty() { "as before".into() } else { format!("differs: {}", wrong.join(", ")) });
+    add(
+        "DeleteOnTermination".into(),
+        wrong.is_empty(),
+        if wrong.is_empty() { "as before".into() } else { format!("differs: {}", wrong.join(", ")) },
+    );
     checks
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("case {case} holds no containment record for {instance} (evidence item {item}): nothing to restore")]
+    #[error(
+        "case {case} holds no containment record for {instance} (evidence item {item}): nothing to restore"
+    )]
     NothingRecorded { case: String, instance: String, item: String },
     #[error("{0}")]
     Refused(String),
@@ -196,7 +241,11 @@ pub struct Released {
     pub aws_request_ids: Vec<String>,
 }
 
-async fn denied_roles(cloud: &dyn Cloud, case: &CaseId, roles: &[String]) -> Result<BTreeSet<String>, String> {
+async fn denied_roles(
+    cloud: &dyn Cloud,
+    case: &CaseId,
+    roles: &[String],
+) -> Result<BTreeSet<String>, String> {
     let name = deny_policy_name(case);
     let mut out = BTreeSet::new();
     let found = futures::future::join_all(roles.iter().map(|r| retry(|| cloud.role_policy(r, &name)))).await;
@@ -208,11 +257,18 @@ async fn denied_roles(cloud: &dyn Cloud, case: &CaseId, roles: &[String]) -> Res
     Ok(out)
 }
 
-async fn read(case: &CaseId, scope: &Scope, id: &InstanceId, prior: &PriorState) -> Result<(Observed, BTreeSet<String>), ReleaseError> {
+async fn read(
+    case: &CaseId,
+    scope: &Scope,
+    id: &InstanceId,
+    prior: &PriorState,
+) -> Result<(Observed, BTreeSet<String>), ReleaseError> {
     let cloud = scope.cloud.as_ref();
     let tgs: Vec<String> = prior.target_groups.iter().map(|t| t.target_group_arn.clone()).collect();
-    let (now, denied) =
-        futures::join!(observe(cloud, &scope.account, &scope.region, id, &tgs), denied_roles(cloud, case, &prior.profile_roles));
+    let (now, denied) = futures::join!(
+        observe(cloud, &scope.account, &scope.region, id, &tgs),
+        denied_roles(cloud, case, &prior.profile_roles)
+    );
     let now = now.map_err(|e| match e {
         ObserveError::Aws(e) => ReleaseError::Failed(e.to_string()),
         other => ReleaseError::Refused(other.to_string()),
@@ -221,22 +277,36 @@ async fn read(case: &CaseId, scope: &Scope, id: &InstanceId, prior: &PriorState)
 }
 
 /// Reads the recorded prior state and the current state, and decides the restore.
-pub async fn prepare(case: &CaseId, scope: &Scope, id: &InstanceId, custody: &dyn CustodySink) -> Result<Pending, ReleaseError> {
+pub async fn prepare(
+    case: &CaseId,
+    scope: &Scope,
+    id: &InstanceId,
+    custody: &dyn CustodySink,
+) -> Result<Pending, ReleaseError> {
     let item = prior_state_item(&scope.account, id);
-    let (_, value) = custody
-        .load_json(&item)
-        .await
-        .map_err(|e| ReleaseError::Failed(e.to_string()))?
-        .ok_or_else(|| ReleaseError::NothingRecorded { case: case.to_string(), instance: id.to_string(), item: item.clone() })?;
-    let prior: PriorState =
-        serde_json::from_value(value).map_err(|e| ReleaseError::Failed(format!("stored prior state is unreadable: {e}")))?;
+    let (_, value) =
+        custody.load_json(&item).await.map_err(|e| ReleaseError::Failed(e.to_string()))?.ok_or_else(
+            || ReleaseError::NothingRecorded {
+                case: case.to_string(),
+                instance: id.to_string(),
+                item: item.clone(),
+            },
+        )?;
+    let prior: PriorState = serde_json::from_value(value)
+        .map_err(|e| ReleaseError::Failed(format!("stored prior state is unreadable: {e}")))?;
     let (now, denied) = read(case, scope, id, &prior).await?;
     let plan = restore_plan(&prior, &now, &denied);
     Ok(Pending { prior, now, denied, plan })
 }
 
 /// Applies the restore (every call at once), records it, re-reads and proves it.
-pub async fn apply(case: &CaseId, scope: &Scope, id: &InstanceId, pending: Pending, custody: &dyn CustodySink) -> Released {
+pub async fn apply(
+    case: &CaseId,
+    scope: &Scope,
+    id: &InstanceId,
+    pending: Pending,
+    custody: &dyn CustodySink,
+) -> Released {
     let cloud = scope.cloud.as_ref();
     let plan = &pending.plan;
     let policy = deny_policy_name(case);
@@ -247,17 +317,24 @@ pub async fn apply(case: &CaseId, scope: &Scope, id: &InstanceId, pending: Pendi
     }));
     let profile = async {
         match &plan.associate_profile {
-            Some(p) => vec![retry(|| cloud.associate_profile(id, p)).await.map_err(|e| format!("instance profile: {e}"))],
+            Some(p) => vec![
+                retry(|| cloud.associate_profile(id, p)).await.map_err(|e| format!("instance profile: {e}")),
+            ],
             None => vec![],
         }
     };
-    let deny = futures::future::join_all(plan.remove_deny.iter().map(|r| {
-        let policy = &policy;
-        async move { retry(|| cloud.delete_role_policy(r, policy)).await.map_err(|e| format!("deny on {r}: {e}")) }
-    }));
+    let deny =
+        futures::future::join_all(plan.remove_deny.iter().map(|r| {
+            let policy = &policy;
+            async move {
+                retry(|| cloud.delete_role_policy(r, policy)).await.map_err(|e| format!("deny on {r}: {e}"))
+            }
+        }));
     let asg = async {
         match &plan.attach_asg {
-            Some(g) => vec![retry(|| cloud.attach(g, id)).await.map_err(|e| format!("Auto Scaling group {g}: {e}"))],
+            Some(g) => {
+                vec![retry(|| cloud.attach(g, id)).await.map_err(|e| format!("Auto Scaling group {g}: {e}"))]
+            }
             None => vec![],
         }
     };
@@ -270,10 +347,24 @@ pub async fn apply(case: &CaseId, scope: &Scope, id: &InstanceId, pending: Pendi
     let attrs = async {
         let mut r = Vec::new();
         let (t, s, d, tag) = futures::join!(
-            async { match plan.termination_protection { Some(v) => Some(retry(|| cloud.set_termination_protection(id, v)).await), None => None } },
-            async { match &plan.shutdown_behavior { Some(v) => Some(retry(|| cloud.set_shutdown_behavior(id, v)).await), None => None } },
             async {
-                if plan.delete_on_termination.is_empty() { None } else { Some(retry(|| cloud.set_delete_on_termination(id, &plan.delete_on_termination)).await) }
+                match plan.termination_protection {
+                    Some(v) => Some(retry(|| cloud.set_termination_protection(id, v)).await),
+                    None => None,
+                }
+            },
+            async {
+                match &plan.shutdown_behavior {
+                    Some(v) => Some(retry(|| cloud.set_shutdown_behavior(id, v)).await),
+                    None => None,
+                }
+            },
+            async {
+                if plan.delete_on_termination.is_empty() {
+                    None
+                } else {
+                    Some(retry(|| cloud.set_delete_on_termination(id, &plan.delete_on_termination)).await)
+                }
             },
             retry(|| cloud.create_tags(id, &tags))
         );
@@ -319,5 +410,11 @@ pub async fn apply(case: &CaseId, scope: &Scope, id: &InstanceId, pending: Pendi
     {
         errors.push(format!("custody record: {e}"));
     }
-    Released { instance: id.to_string(), ok: ok && errors.is_empty(), checks, errors, aws_request_ids: request_ids }
+    Released {
+        instance: id.to_string(),
+        ok: ok && errors.is_empty(),
+        checks,
+        errors,
+        aws_request_ids: request_ids,
+    }
 }

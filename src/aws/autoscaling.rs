@@ -7,7 +7,9 @@ use super::{AccountClients, AwsError};
 use crate::ids::InstanceId;
 use crate::isolate::cloud::{AsgGroup, AutoScaling, Call, CloudResult, missing};
 
-fn err<E, R>(operation: &'static str) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
+fn err<E, R>(
+    operation: &'static str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -40,7 +42,8 @@ impl AutoScaling for AccountClients {
             .send()
             .await
             .map_err(err("DescribeAutoScalingGroups"))?;
-        let Some(g) = out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)) else {
+        let Some(g) = out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name))
+        else {
             return Ok(None);
         };
         let field = |f: &str| missing("autoscaling", "DescribeAutoScalingGroups", f);

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_ec2::operation::RequestId;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, EbsInstanceBlockDeviceSpecification, Filter,
-    IamInstanceProfileSpecification, InstanceAttributeName, InstanceBlockDeviceMappingSpecification,
-    IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, Tag, TagSpecification, UserIdGroupPair,
+    AttributeBooleanValue, EbsInstanceBlockDeviceSpecification, Filter, IamInstanceProfileSpecification,
+    InstanceAttributeName, InstanceBlockDeviceMappingSpecification, IpPermission, IpRange, Ipv6Range,
+    PrefixListId, ResourceType, Tag, TagSpecification, UserIdGroupPair,
 };
 
 use super::error::AwsErrorKind;
@@ -19,7 +19,9 @@ use crate::isolate::cloud::{
     Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
 };
 
-fn err<E, R>(operation: &'static str) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
+fn err<E, R>(
+    operation: &'static str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -48,7 +50,11 @@ fn instance_from(i: &aws_sdk_ec2::types::Instance) -> CloudResult<Instance> {
                 .iter()
                 .map(|g| parse(OP, "GroupId", g.group_id()))
                 .collect::<CloudResult<Vec<SecurityGroupId>>>()?,
-            ipv6_addresses: n.ipv6_addresses().iter().filter_map(|a| a.ipv6_address().map(str::to_owned)).collect(),
+            ipv6_addresses: n
+                .ipv6_addresses()
+                .iter()
+                .filter_map(|a| a.ipv6_address().map(str::to_owned))
+                .collect(),
         });
     }
     enis.sort_by_key(|e| e.device_index);
@@ -67,7 +73,11 @@ fn instance_from(i: &aws_sdk_ec2::types::Instance) -> CloudResult<Instance> {
         vpc: i.vpc_id().and_then(|v| v.parse().ok()),
         enis,
         volumes,
-        tags: i.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect(),
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect(),
     })
 }
 
@@ -138,7 +148,8 @@ impl Ec2 for AccountClients {
         for (k, v) in tag_filters {
             req = req.filters(filter(&format!("tag:{k}"), &[v]));
         }
-        let pages: Vec<_> = req.into_paginator().send().try_collect().await.map_err(err("DescribeInstances"))?;
+        let pages: Vec<_> =
+            req.into_paginator().send().try_collect().await.map_err(err("DescribeInstances"))?;
         let mut ids = Vec::new();
         for page in pages {
             for r in page.reservations() {
@@ -173,7 +184,9 @@ impl Ec2 for AccountClients {
             shutdown_behavior: shut
                 .instance_initiated_shutdown_behavior()
                 .and_then(|v| v.value())
-                .ok_or_else(|| missing("ec2", "DescribeInstanceAttribute", "InstanceInitiatedShutdownBehavior"))?
+                .ok_or_else(|| {
+                    missing("ec2", "DescribeInstanceAttribute", "InstanceInitiatedShutdownBehavior")
+                })?
                 .to_owned(),
         })
     }
@@ -311,7 +324,10 @@ impl Ec2 for AccountClients {
             .description(&group.description)
             .vpc_id(group.vpc.as_str())
             .tag_specifications(
-                TagSpecification::builder().resource_type(ResourceType::SecurityGroup).set_tags(Some(tags)).build(),
+                TagSpecification::builder()
+                    .resource_type(ResourceType::SecurityGroup)
+                    .set_tags(Some(tags))
+                    .build(),
             )
             .send()
             .await
@@ -376,7 +392,11 @@ impl Ec2 for AccountClients {
         Ok(calls)
     }
 
-    async fn set_eni_groups(&self, eni: &NetworkInterfaceId, groups: &[SecurityGroupId]) -> CloudResult<Call> {
+    async fn set_eni_groups(
+        &self,
+        eni: &NetworkInterfaceId,
+        groups: &[SecurityGroupId],
+    ) -> CloudResult<Call> {
         let out = self
             .ec2
             .modify_network_interface_attribute()
@@ -415,13 +435,19 @@ impl Ec2 for AccountClients {
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
-    async fn set_delete_on_termination(&self, id: &InstanceId, devices: &[(String, bool)]) -> CloudResult<Call> {
+    async fn set_delete_on_termination(
+        &self,
+        id: &InstanceId,
+        devices: &[(String, bool)],
+    ) -> CloudResult<Call> {
         let mappings = devices
             .iter()
             .map(|(device, delete)| {
                 InstanceBlockDeviceMappingSpecification::builder()
                     .device_name(device)
-                    .ebs(EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(*delete).build())
+                    .ebs(
+                        EbsInstanceBlockDeviceSpecification::builder().delete_on_termination(*delete).build(),
+                    )
                     .build()
             })
             .collect();
@@ -472,12 +498,17 @@ impl Ec2 for AccountClients {
     }
 }
 
-fn associations(list: &[aws_sdk_ec2::types::IamInstanceProfileAssociation]) -> CloudResult<Vec<ProfileAssociation>> {
+fn associations(
+    list: &[aws_sdk_ec2::types::IamInstanceProfileAssociation],
+) -> CloudResult<Vec<ProfileAssociation>> {
     const OP: &str = "DescribeIamInstanceProfileAssociations";
     list.iter()
         .map(|a| {
             Ok(ProfileAssociation {
-                association_id: a.association_id().ok_or_else(|| missing("ec2", OP, "AssociationId"))?.to_owned(),
+                association_id: a
+                    .association_id()
+                    .ok_or_else(|| missing("ec2", OP, "AssociationId"))?
+                    .to_owned(),
                 instance: parse(OP, "InstanceId", a.instance_id())?,
                 profile_arn: a
                     .iam_instance_profile()
@@ -500,7 +531,12 @@ mod tests {
             Rule::all(false, "0.0.0.0/0"),
             Rule::all(true, "::/0"),
             Rule { egress: false, protocol: "tcp".into(), ports: Some((22, 22)), peer: "sg-01234567".into() },
-            Rule { egress: true, protocol: "tcp".into(), ports: Some((443, 443)), peer: "pl-01234567".into() },
+            Rule {
+                egress: true,
+                protocol: "tcp".into(),
+                ports: Some((443, 443)),
+                peer: "pl-01234567".into(),
+            },
         ];
         for r in &rules {
             let back = rules_from(&[permission(r)], r.egress);

@@ -132,7 +132,10 @@ impl LoadBalancing for AccountClients {
             .send()
             .await
             .map_err(err("elb", "DeregisterInstancesFromLoadBalancer"))?;
-        Ok(Call::new("DeregisterInstancesFromLoadBalancer", aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out)))
+        Ok(Call::new(
+            "DeregisterInstancesFromLoadBalancer",
+            aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out),
+        ))
     }
 
     async fn classic_register(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call> {
@@ -144,6 +147,9 @@ impl LoadBalancing for AccountClients {
             .send()
             .await
             .map_err(err("elb", "RegisterInstancesWithLoadBalancer"))?;
-        Ok(Call::new("RegisterInstancesWithLoadBalancer", aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out)))
+        Ok(Call::new(
+            "RegisterInstancesWithLoadBalancer",
+            aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out),
+        ))
     }
 }

@@ -7,7 +7,9 @@ use super::error::AwsErrorKind;
 use super::{AccountClients, AwsError};
 use crate::isolate::cloud::{Call, CloudResult, Iam, missing};
 
-fn err<E, R>(operation: &'static str) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
+fn err<E, R>(
+    operation: &'static str,
+) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -23,9 +25,17 @@ pub fn profile_name(arn: &str) -> Option<&str> {
 #[async_trait]
 impl Iam for AccountClients {
     async fn profile_roles(&self, profile_arn: &str) -> CloudResult<Vec<String>> {
-        let name = profile_name(profile_arn).ok_or_else(|| missing("iam", "GetInstanceProfile", "profile name in ARN"))?;
-        let out = self.iam.get_instance_profile().instance_profile_name(name).send().await.map_err(err("GetInstanceProfile"))?;
-        let profile = out.instance_profile().ok_or_else(|| missing("iam", "GetInstanceProfile", "InstanceProfile"))?;
+        let name = profile_name(profile_arn)
+            .ok_or_else(|| missing("iam", "GetInstanceProfile", "profile name in ARN"))?;
+        let out = self
+            .iam
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+            .map_err(err("GetInstanceProfile"))?;
+        let profile =
+            out.instance_profile().ok_or_else(|| missing("iam", "GetInstanceProfile", "InstanceProfile"))?;
         Ok(profile.roles().iter().map(|r| r.role_name().to_owned()).collect())
     }
 
@@ -61,7 +71,12 @@ impl Iam for AccountClients {
         }
     }
 
-    async fn put_role_policy(&self, role: &str, policy: &str, document: &serde_json::Value) -> CloudResult<Call> {
+    async fn put_role_policy(
+        &self,
+        role: &str,
+        policy: &str,
+        document: &serde_json::Value,
+    ) -> CloudResult<Call> {
         let out = self
             .iam
             .put_role_policy()

@@ -88,10 +88,16 @@ pub(crate) async fn resolve(
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let mut refs: Vec<InstanceRef> =
         args.instances.iter().map(|s| s.parse()).collect::<std::result::Result<_, _>>()?;
-    let filters: Vec<(String, String)> =
-        args.filters.iter().map(|f| parse_filter(f)).collect::<std::result::Result<_, _>>().map_err(Error::refused)?;
+    let filters: Vec<(String, String)> = args
+        .filters
+        .iter()
+        .map(|f| parse_filter(f))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::refused)?;
     if refs.is_empty() && filters.is_empty() {
-        return Err(Error::refused("no instance named: give instance ids or ARNs, or --filter tag:KEY=VALUE"));
+        return Err(Error::refused(
+            "no instance named: give instance ids or ARNs, or --filter tag:KEY=VALUE",
+        ));
     }
     let config = ctx.load_config()?;
     let examiner = ctx.examiner(&config)?;
@@ -100,9 +106,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
 
     if !filters.is_empty() {
         let clients = aws.caller(&region).await;
-        let found = crate::isolate::network::retry(|| crate::isolate::cloud::Ec2::find_instances(clients.as_ref(), &filters))
-            .await
-            .map_err(|e| Error::failed(format!("finding instances by tag: {e}")))?;
+        let found = crate::isolate::network::retry(|| {
+            crate::isolate::cloud::Ec2::find_instances(clients.as_ref(), &filters)
+        })
+        .await
+        .map_err(|e| Error::failed(format!("finding instances by tag: {e}")))?;
         if found.is_empty() {
             return Err(Error::refused(format!(
                 "no running or stopped instance in {region} matches {}",
@@ -158,7 +166,15 @@ pub fn exit_kind(outcomes: &[Outcome]) -> ExitKind {
 pub fn render(outcomes: &[Outcome], plan: bool) -> String {
     let rows: Vec<Vec<String>> = outcomes
         .iter()
-        .map(|o| vec![o.instance.clone(), o.account.clone(), o.region.clone(), o.status.as_str().to_owned(), o.message.clone()])
+        .map(|o| {
+            vec![
+                o.instance.clone(),
+                o.account.clone(),
+                o.region.clone(),
+                o.status.as_str().to_owned(),
+                o.message.clone(),
+            ]
+        })
         .collect();
     let mut out = super::table(&["INSTANCE", "ACCOUNT", "REGION", "RESULT", "DETAIL"], &rows);
     for o in outcomes {
@@ -173,19 +189,29 @@ pub fn render(outcomes: &[Outcome], plan: bool) -> String {
             let rows: Vec<Vec<String>> = o
                 .checks
                 .iter()
-                .map(|c| vec![c.control.clone(), if c.ok { "in force".into() } else { "NOT IN FORCE".into() }, c.detail.clone()])
+                .map(|c| {
+                    vec![
+                        c.control.clone(),
+                        if c.ok { "in force".into() } else { "NOT IN FORCE".into() },
+                        c.detail.clone(),
+                    ]
+                })
                 .collect();
             out.push_str(&super::table(&["CONTROL", "STATE", "DETAIL"], &rows));
         }
     }
-    let warnings: Vec<String> = outcomes.iter().flat_map(|o| o.warnings.iter().map(move |w| format!("{}: {w}", o.instance))).collect();
+    let warnings: Vec<String> = outcomes
+        .iter()
+        .flat_map(|o| o.warnings.iter().map(move |w| format!("{}: {w}", o.instance)))
+        .collect();
     if !warnings.is_empty() {
         out.push_str("\nwarnings:\n");
         for w in warnings {
             out.push_str(&format!("  {w}\n"));
         }
     }
-    let failures: Vec<&Outcome> = outcomes.iter().filter(|o| matches!(o.status, Status::Failed | Status::Refused)).collect();
+    let failures: Vec<&Outcome> =
+        outcomes.iter().filter(|o| matches!(o.status, Status::Failed | Status::Refused)).collect();
     if !failures.is_empty() {
         out.push_str(&format!("\n{} instance(s) not contained:\n", failures.len()));
         for o in failures {

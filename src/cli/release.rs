@@ -44,7 +44,10 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         _ => Error::refused(e),
     })?;
     let calls = pending.plan.api_calls(&id, &args.case);
-    let mut text = format!("release of {id} (case {}) restores the state recorded at {}:\n", args.case, pending.prior.captured_at);
+    let mut text = format!(
+        "release of {id} (case {}) restores the state recorded at {}:\n",
+        args.case, pending.prior.captured_at
+    );
     for (i, c) in calls.iter().enumerate() {
         text.push_str(&format!("  {:>2}. {c}\n", i + 1));
     }
@@ -58,7 +61,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     if !args.yes {
         eprint!("{text}");
         if !std::io::stdin().is_terminal() {
-            return Err(Error::refused("release changes the instance: confirm with --yes (stdin is not a terminal)"));
+            return Err(Error::refused(
+                "release changes the instance: confirm with --yes (stdin is not a terminal)",
+            ));
         }
         eprint!("Restore {id} to its prior state? Type yes to go on: ");
         let _ = std::io::stderr().flush();
@@ -73,7 +78,13 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let rows: Vec<Vec<String>> = released
         .checks
         .iter()
-        .map(|c| vec![c.control.clone(), if c.ok { "restored".into() } else { "NOT RESTORED".into() }, c.detail.clone()])
+        .map(|c| {
+            vec![
+                c.control.clone(),
+                if c.ok { "restored".into() } else { "NOT RESTORED".into() },
+                c.detail.clone(),
+            ]
+        })
         .collect();
     let mut human = format!(
         "{id}: {}\n{}",

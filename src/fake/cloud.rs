@@ -13,8 +13,9 @@ use crate::aws::AwsError;
 use crate::aws::error::AwsErrorKind;
 use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId, VpcId};
 use crate::isolate::cloud::{
-    AsgGroup, Attributes, AutoScaling, Call, CloudResult, DryRun, Ec2, Eni, Group, Iam, Instance, LoadBalancing, NewGroup,
-    ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target, V4_ANY, V6_ANY, VolumeAttachment,
+    AsgGroup, Attributes, AutoScaling, Call, CloudResult, DryRun, Ec2, Eni, Group, Iam, Instance,
+    LoadBalancing, NewGroup, ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target, V4_ANY,
+    V6_ANY, VolumeAttachment,
 };
 
 #[derive(Debug, Clone)]
@@ -124,7 +125,11 @@ impl FakeCloud {
 
     /// Calls of `operation` whose detail contains `matching` fail (`times` times, or always).
     pub fn fail(&self, operation: &str, matching: Option<&str>, times: Option<u32>) {
-        self.faults.lock().expect("faults lock").fail.push((operation.into(), matching.map(str::to_owned), times));
+        self.faults.lock().expect("faults lock").fail.push((
+            operation.into(),
+            matching.map(str::to_owned),
+            times,
+        ));
     }
 
     /// Every call after the `calls`-th fails, as if the process had died there.
@@ -173,9 +178,16 @@ impl FakeCloud {
                 Err(fault(operation, AwsErrorKind::Other, "FakeCrash", "the process stopped here"))
             } else if let Some(t) = f.throttle.get_mut(operation).filter(|t| **t > 0) {
                 *t -= 1;
-                Err(fault(operation, AwsErrorKind::Throttled, "RequestLimitExceeded", "Request limit exceeded."))
+                Err(fault(
+                    operation,
+                    AwsErrorKind::Throttled,
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.",
+                ))
             } else if let Some(rule) = f.fail.iter_mut().find(|(op, m, left)| {
-                op == operation && m.as_ref().is_none_or(|m| detail.contains(m.as_str())) && left.is_none_or(|l| l > 0)
+                op == operation
+                    && m.as_ref().is_none_or(|m| detail.contains(m.as_str()))
+                    && left.is_none_or(|l| l > 0)
             }) {
                 if let Some(l) = rule.2.as_mut() {
                     *l -= 1;
@@ -185,7 +197,11 @@ impl FakeCloud {
                 Ok(Call::new(operation, Some(&format!("fake-{operation}-{n}"))))
             }
         };
-        self.log.lock().expect("log lock").push(Logged { operation: operation.into(), detail, failed: result.is_err() });
+        self.log.lock().expect("log lock").push(Logged {
+            operation: operation.into(),
+            detail,
+            failed: result.is_err(),
+        });
         result
     }
 
@@ -207,7 +223,13 @@ impl FakeCloud {
             s.groups.insert(
                 id.clone(),
                 FakeGroup {
-                    group: Group { id: id.clone(), vpc: vpc.clone(), name: name.into(), purpose: None, rules: vec![Rule::all(false, V4_ANY)] },
+                    group: Group {
+                        id: id.clone(),
+                        vpc: vpc.clone(),
+                        name: name.into(),
+                        purpose: None,
+                        rules: vec![Rule::all(false, V4_ANY)],
+                    },
                     tags: BTreeMap::new(),
                 },
             );
@@ -216,10 +238,25 @@ impl FakeCloud {
         let other: InstanceId = s.hex("i").parse().expect("id");
         let eni0: NetworkInterfaceId = s.hex("eni").parse().expect("id");
         let eni1: NetworkInterfaceId = s.hex("eni").parse().expect("id");
-        s.enis.insert(eni0.clone(), Eni { id: eni0.clone(), device_index: 0, vpc: vpc.clone(), groups: vec![web_sg.clone()], ipv6_addresses: vec![] });
+        s.enis.insert(
+            eni0.clone(),
+            Eni {
+                id: eni0.clone(),
+                device_index: 0,
+                vpc: vpc.clone(),
+                groups: vec![web_sg.clone()],
+                ipv6_addresses: vec![],
+            },
+        );
         s.enis.insert(
             eni1.clone(),
-            Eni { id: eni1.clone(), device_index: 1, vpc: vpc.clone(), groups: vec![web_sg.clone(), admin_sg], ipv6_addresses: vec!["2001:db8::10".into()] },
+            Eni {
+                id: eni1.clone(),
+                device_index: 1,
+                vpc: vpc.clone(),
+                groups: vec![web_sg.clone(), admin_sg],
+                ipv6_addresses: vec!["2001:db8::10".into()],
+            },
         );
         let vol = |s: &mut State, device: &str, delete: bool| VolumeAttachment {
             device: device.into(),
@@ -235,7 +272,10 @@ impl FakeCloud {
                 enis: vec![eni0, eni1],
                 volumes,
                 tags: [("Name".to_owned(), "web-1".to_owned())].into(),
-                attributes: Attributes { termination_protection: false, shutdown_behavior: "terminate".into() },
+                attributes: Attributes {
+                    termination_protection: false,
+                    shutdown_behavior: "terminate".into(),
+                },
             },
         );
         let profile = "arn:aws:iam::111122223333:instance-profile/web".to_owned();
@@ -248,11 +288,18 @@ impl FakeCloud {
                 state: "associated".into(),
             });
         }
-        s.asgs.insert("web".into(), AsgGroup { name: "web".into(), min: 1, max: 4, desired: 2, instances: vec![id.clone(), other] });
-        let tg = "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/web/0123456789abcdef".to_owned();
+        s.asgs.insert(
+            "web".into(),
+            AsgGroup { name: "web".into(), min: 1, max: 4, desired: 2, instances: vec![id.clone(), other] },
+        );
+        let tg =
+            "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/web/0123456789abcdef".to_owned();
         s.target_groups.insert(
             tg.clone(),
-            vec![(id.to_string(), Target { target_group_arn: tg, port: Some(8080), availability_zone: None })],
+            vec![(
+                id.to_string(),
+                Target { target_group_arn: tg, port: Some(8080), availability_zone: None },
+            )],
         );
         s.classic.insert("web-classic".into(), vec![id.to_string()]);
         id
@@ -265,7 +312,16 @@ impl FakeCloud {
         let group = s.enis[&s.instances[like].enis[0]].groups[0].clone();
         let id: InstanceId = s.hex("i").parse().expect("id");
         let eni: NetworkInterfaceId = s.hex("eni").parse().expect("id");
-        s.enis.insert(eni.clone(), Eni { id: eni.clone(), device_index: 0, vpc: vpc.clone(), groups: vec![group], ipv6_addresses: vec![] });
+        s.enis.insert(
+            eni.clone(),
+            Eni {
+                id: eni.clone(),
+                device_index: 0,
+                vpc: vpc.clone(),
+                groups: vec![group],
+                ipv6_addresses: vec![],
+            },
+        );
         let volume = s.hex("vol").parse().expect("id");
         s.instances.insert(
             id.clone(),
@@ -273,7 +329,11 @@ impl FakeCloud {
                 state: "running".into(),
                 vpc,
                 enis: vec![eni],
-                volumes: vec![VolumeAttachment { device: "/dev/xvda".into(), volume, delete_on_termination: true }],
+                volumes: vec![VolumeAttachment {
+                    device: "/dev/xvda".into(),
+                    volume,
+                    delete_on_termination: true,
+                }],
                 tags: [("fleet".to_owned(), "yes".to_owned())].into(),
                 attributes: Attributes { termination_protection: false, shutdown_behavior: "stop".into() },
             },
@@ -286,7 +346,10 @@ impl FakeCloud {
         let s = self.state.lock().expect("state lock");
         s.groups
             .values()
-            .filter(|g| g.tags.get(TAG_CASE).map(String::as_str) == Some(case.as_str()) && g.group.purpose == Some(purpose))
+            .filter(|g| {
+                g.tags.get(TAG_CASE).map(String::as_str) == Some(case.as_str())
+                    && g.group.purpose == Some(purpose)
+            })
             .map(|g| g.group.clone())
             .collect()
     }
@@ -317,7 +380,9 @@ impl Ec2 for FakeCloud {
         let s = self.state.lock().expect("state lock");
         Ok(s.instances
             .iter()
-            .filter(|(_, i)| i.state != "terminated" && tag_filters.iter().all(|(k, v)| i.tags.get(k) == Some(v)))
+            .filter(|(_, i)| {
+                i.state != "terminated" && tag_filters.iter().all(|(k, v)| i.tags.get(k) == Some(v))
+            })
             .map(|(id, _)| id.clone())
             .collect())
     }
@@ -325,7 +390,10 @@ impl Ec2 for FakeCloud {
     async fn attributes(&self, id: &InstanceId) -> CloudResult<Attributes> {
         self.enter("DescribeInstanceAttribute", id.to_string()).await?;
         let s = self.state.lock().expect("state lock");
-        s.instances.get(id).map(|i| i.attributes.clone()).ok_or_else(|| Self::not_found("DescribeInstanceAttribute", id.as_str()))
+        s.instances
+            .get(id)
+            .map(|i| i.attributes.clone())
+            .ok_or_else(|| Self::not_found("DescribeInstanceAttribute", id.as_str()))
     }
 
     async fn profile_association(&self, id: &InstanceId) -> CloudResult<Option<ProfileAssociation>> {
@@ -342,7 +410,11 @@ impl Ec2 for FakeCloud {
     async fn case_groups(&self, case: &CaseId) -> CloudResult<Vec<Group>> {
         self.enter("DescribeSecurityGroups", case.to_string()).await?;
         let s = self.state.lock().expect("state lock");
-        Ok(s.groups.values().filter(|g| g.tags.get(TAG_CASE).map(String::as_str) == Some(case.as_str())).map(|g| g.group.clone()).collect())
+        Ok(s.groups
+            .values()
+            .filter(|g| g.tags.get(TAG_CASE).map(String::as_str) == Some(case.as_str()))
+            .map(|g| g.group.clone())
+            .collect())
     }
 
     async fn vpc_has_ipv6(&self, vpc: &VpcId) -> CloudResult<bool> {
@@ -358,7 +430,12 @@ impl Ec2 for FakeCloud {
         let call = self.enter("CreateSecurityGroup", format!("{} {}", new.vpc, new.name)).await?;
         let mut s = self.state.lock().expect("state lock");
         if s.groups.values().any(|g| g.group.vpc == new.vpc && g.group.name == new.name) {
-            return Err(fault("CreateSecurityGroup", AwsErrorKind::Other, "InvalidGroup.Duplicate", "group name exists in VPC"));
+            return Err(fault(
+                "CreateSecurityGroup",
+                AwsErrorKind::Other,
+                "InvalidGroup.Duplicate",
+                "group name exists in VPC",
+            ));
         }
         let id: SecurityGroupId = s.hex("sg").parse().expect("id");
         let mut rules = vec![Rule::all(true, V4_ANY)];
@@ -368,7 +445,10 @@ impl Ec2 for FakeCloud {
         let purpose = new.tags.get(TAG_PURPOSE).and_then(|p| Purpose::from_tag(p));
         s.groups.insert(
             id.clone(),
-            FakeGroup { group: Group { id: id.clone(), vpc: new.vpc.clone(), name: new.name.clone(), purpose, rules }, tags: new.tags.clone() },
+            FakeGroup {
+                group: Group { id: id.clone(), vpc: new.vpc.clone(), name: new.name.clone(), purpose, rules },
+                tags: new.tags.clone(),
+            },
         );
         Ok((id, call))
     }
@@ -376,9 +456,17 @@ impl Ec2 for FakeCloud {
     async fn authorize(&self, group: &SecurityGroupId, rules: &[Rule]) -> CloudResult<Vec<Call>> {
         let call = self.enter("AuthorizeSecurityGroup", format!("{group} {rules:?}")).await?;
         let mut s = self.state.lock().expect("state lock");
-        let g = s.groups.get_mut(group).ok_or_else(|| Self::not_found("AuthorizeSecurityGroup", group.as_str()))?;
+        let g = s
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| Self::not_found("AuthorizeSecurityGroup", group.as_str()))?;
         if rules.iter().any(|r| g.group.rules.contains(r)) {
-            return Err(fault("AuthorizeSecurityGroup", AwsErrorKind::Other, "InvalidPermission.Duplicate", "rule exists"));
+            return Err(fault(
+                "AuthorizeSecurityGroup",
+                AwsErrorKind::Other,
+                "InvalidPermission.Duplicate",
+                "rule exists",
+            ));
         }
         g.group.rules.extend(rules.iter().cloned());
         Ok(vec![call])
@@ -387,22 +475,35 @@ impl Ec2 for FakeCloud {
     async fn revoke(&self, group: &SecurityGroupId, rules: &[Rule]) -> CloudResult<Vec<Call>> {
         let call = self.enter("RevokeSecurityGroup", format!("{group} {rules:?}")).await?;
         let mut s = self.state.lock().expect("state lock");
-        let g = s.groups.get_mut(group).ok_or_else(|| Self::not_found("RevokeSecurityGroup", group.as_str()))?;
+        let g =
+            s.groups.get_mut(group).ok_or_else(|| Self::not_found("RevokeSecurityGroup", group.as_str()))?;
         if rules.iter().any(|r| !g.group.rules.contains(r)) {
-            return Err(fault("RevokeSecurityGroup", AwsErrorKind::NotFound, "InvalidPermission.NotFound", "no such rule"));
+            return Err(fault(
+                "RevokeSecurityGroup",
+                AwsErrorKind::NotFound,
+                "InvalidPermission.NotFound",
+                "no such rule",
+            ));
         }
         g.group.rules.retain(|r| !rules.contains(r));
         Ok(vec![call])
     }
 
-    async fn set_eni_groups(&self, eni: &NetworkInterfaceId, groups: &[SecurityGroupId]) -> CloudResult<Call> {
+    async fn set_eni_groups(
+        &self,
+        eni: &NetworkInterfaceId,
+        groups: &[SecurityGroupId],
+    ) -> CloudResult<Call> {
         let names = self.group_names(groups);
         let call = self.enter("ModifyNetworkInterfaceAttribute", format!("{eni} -> {names}")).await?;
         let mut s = self.state.lock().expect("state lock");
         if groups.iter().any(|g| !s.groups.contains_key(g)) {
             return Err(Self::not_found("ModifyNetworkInterfaceAttribute", "group"));
         }
-        let e = s.enis.get_mut(eni).ok_or_else(|| Self::not_found("ModifyNetworkInterfaceAttribute", eni.as_str()))?;
+        let e = s
+            .enis
+            .get_mut(eni)
+            .ok_or_else(|| Self::not_found("ModifyNetworkInterfaceAttribute", eni.as_str()))?;
         e.groups = groups.to_vec();
         Ok(call)
     }
@@ -410,21 +511,37 @@ impl Ec2 for FakeCloud {
     async fn set_termination_protection(&self, id: &InstanceId, on: bool) -> CloudResult<Call> {
         let call = self.enter("ModifyInstanceAttribute", format!("{id} DisableApiTermination={on}")).await?;
         let mut s = self.state.lock().expect("state lock");
-        s.instances.get_mut(id).ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?.attributes.termination_protection = on;
+        s.instances
+            .get_mut(id)
+            .ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?
+            .attributes
+            .termination_protection = on;
         Ok(call)
     }
 
     async fn set_shutdown_behavior(&self, id: &InstanceId, behavior: &str) -> CloudResult<Call> {
-        let call = self.enter("ModifyInstanceAttribute", format!("{id} InstanceInitiatedShutdownBehavior={behavior}")).await?;
+        let call = self
+            .enter("ModifyInstanceAttribute", format!("{id} InstanceInitiatedShutdownBehavior={behavior}"))
+            .await?;
         let mut s = self.state.lock().expect("state lock");
-        s.instances.get_mut(id).ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?.attributes.shutdown_behavior = behavior.into();
+        s.instances
+            .get_mut(id)
+            .ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?
+            .attributes
+            .shutdown_behavior = behavior.into();
         Ok(call)
     }
 
-    async fn set_delete_on_termination(&self, id: &InstanceId, devices: &[(String, bool)]) -> CloudResult<Call> {
-        let call = self.enter("ModifyInstanceAttribute", format!("{id} BlockDeviceMappings={devices:?}")).await?;
+    async fn set_delete_on_termination(
+        &self,
+        id: &InstanceId,
+        devices: &[(String, bool)],
+    ) -> CloudResult<Call> {
+        let call =
+            self.enter("ModifyInstanceAttribute", format!("{id} BlockDeviceMappings={devices:?}")).await?;
         let mut s = self.state.lock().expect("state lock");
-        let i = s.instances.get_mut(id).ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?;
+        let i =
+            s.instances.get_mut(id).ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?;
         for (d, v) in devices {
             if let Some(vol) = i.volumes.iter_mut().find(|x| &x.device == d) {
                 vol.delete_on_termination = *v;
@@ -436,7 +553,11 @@ impl Ec2 for FakeCloud {
     async fn create_tags(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> CloudResult<Call> {
         let call = self.enter("CreateTags", format!("{id} {tags:?}")).await?;
         let mut s = self.state.lock().expect("state lock");
-        s.instances.get_mut(id).ok_or_else(|| Self::not_found("CreateTags", id.as_str()))?.tags.extend(tags.clone());
+        s.instances
+            .get_mut(id)
+            .ok_or_else(|| Self::not_found("CreateTags", id.as_str()))?
+            .tags
+            .extend(tags.clone());
         Ok(call)
     }
 
@@ -455,7 +576,12 @@ impl Ec2 for FakeCloud {
         let call = self.enter("AssociateIamInstanceProfile", format!("{id} {profile_arn}")).await?;
         let mut s = self.state.lock().expect("state lock");
         let association_id = s.hex("iip-assoc");
-        s.associations.push(ProfileAssociation { association_id, instance: id.clone(), profile_arn: profile_arn.into(), state: "associated".into() });
+        s.associations.push(ProfileAssociation {
+            association_id,
+            instance: id.clone(),
+            profile_arn: profile_arn.into(),
+            state: "associated".into(),
+        });
         Ok(call)
     }
 }
@@ -471,7 +597,11 @@ impl Iam for FakeCloud {
     async fn profiles_for_role(&self, role: &str) -> CloudResult<Vec<String>> {
         self.enter("ListInstanceProfilesForRole", role.into()).await?;
         let s = self.state.lock().expect("state lock");
-        Ok(s.profiles.iter().filter(|(_, roles)| roles.iter().any(|r| r == role)).map(|(p, _)| p.clone()).collect())
+        Ok(s.profiles
+            .iter()
+            .filter(|(_, roles)| roles.iter().any(|r| r == role))
+            .map(|(p, _)| p.clone())
+            .collect())
     }
 
     async fn role_policy(&self, role: &str, policy: &str) -> CloudResult<Option<serde_json::Value>> {
@@ -479,9 +609,18 @@ impl Iam for FakeCloud {
         Ok(self.state.lock().expect("state lock").role_policies.get(&(role.into(), policy.into())).cloned())
     }
 
-    async fn put_role_policy(&self, role: &str, policy: &str, document: &serde_json::Value) -> CloudResult<Call> {
+    async fn put_role_policy(
+        &self,
+        role: &str,
+        policy: &str,
+        document: &serde_json::Value,
+    ) -> CloudResult<Call> {
         let call = self.enter("PutRolePolicy", format!("{role} {policy}")).await?;
-        self.state.lock().expect("state lock").role_policies.insert((role.into(), policy.into()), document.clone());
+        self.state
+            .lock()
+            .expect("state lock")
+            .role_policies
+            .insert((role.into(), policy.into()), document.clone());
         Ok(call)
     }
 
@@ -540,7 +679,14 @@ impl LoadBalancing for FakeCloud {
 
     async fn registrations(&self, target_group: &str) -> CloudResult<Vec<(String, Target)>> {
         self.enter("DescribeTargetHealth", target_group.into()).await?;
-        Ok(self.state.lock().expect("state lock").target_groups.get(target_group).cloned().unwrap_or_default())
+        Ok(self
+            .state
+            .lock()
+            .expect("state lock")
+            .target_groups
+            .get(target_group)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn deregister(&self, target: &Target, id: &InstanceId) -> CloudResult<Call> {
@@ -555,13 +701,23 @@ impl LoadBalancing for FakeCloud {
     async fn register(&self, target: &Target, id: &InstanceId) -> CloudResult<Call> {
         let call = self.enter("RegisterTargets", format!("{} {id}", target.target_group_arn)).await?;
         let mut s = self.state.lock().expect("state lock");
-        s.target_groups.entry(target.target_group_arn.clone()).or_default().push((id.to_string(), target.clone()));
+        s.target_groups
+            .entry(target.target_group_arn.clone())
+            .or_default()
+            .push((id.to_string(), target.clone()));
         Ok(call)
     }
 
     async fn classic_balancers(&self) -> CloudResult<Vec<(String, Vec<String>)>> {
         self.enter("DescribeLoadBalancers", String::new()).await?;
-        Ok(self.state.lock().expect("state lock").classic.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .state
+            .lock()
+            .expect("state lock")
+            .classic
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     async fn classic_deregister(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call> {
@@ -574,7 +730,13 @@ impl LoadBalancing for FakeCloud {
 
     async fn classic_register(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call> {
         let call = self.enter("RegisterInstancesWithLoadBalancer", format!("{balancer} {id}")).await?;
-        self.state.lock().expect("state lock").classic.entry(balancer.into()).or_default().push(id.to_string());
+        self.state
+            .lock()
+            .expect("state lock")
+            .classic
+            .entry(balancer.into())
+            .or_default()
+            .push(id.to_string());
         Ok(call)
     }
 }

@@ -141,7 +141,12 @@ impl Rule {
 
     /// The four rules of the allow-all group.
     pub fn allow_all() -> Vec<Rule> {
-        vec![Rule::all(false, V4_ANY), Rule::all(false, V6_ANY), Rule::all(true, V4_ANY), Rule::all(true, V6_ANY)]
+        vec![
+            Rule::all(false, V4_ANY),
+            Rule::all(false, V6_ANY),
+            Rule::all(true, V4_ANY),
+            Rule::all(true, V6_ANY),
+        ]
     }
 }
 
@@ -227,11 +232,16 @@ pub trait Ec2: Send + Sync {
     async fn create_group(&self, group: &NewGroup) -> CloudResult<(SecurityGroupId, Call)>;
     async fn authorize(&self, group: &SecurityGroupId, rules: &[Rule]) -> CloudResult<Vec<Call>>;
     async fn revoke(&self, group: &SecurityGroupId, rules: &[Rule]) -> CloudResult<Vec<Call>>;
-    async fn set_eni_groups(&self, eni: &NetworkInterfaceId, groups: &[SecurityGroupId]) -> CloudResult<Call>;
+    async fn set_eni_groups(&self, eni: &NetworkInterfaceId, groups: &[SecurityGroupId])
+    -> CloudResult<Call>;
     async fn set_termination_protection(&self, id: &InstanceId, on: bool) -> CloudResult<Call>;
     async fn set_shutdown_behavior(&self, id: &InstanceId, behavior: &str) -> CloudResult<Call>;
     /// One call for every (device, DeleteOnTermination) given.
-    async fn set_delete_on_termination(&self, id: &InstanceId, devices: &[(String, bool)]) -> CloudResult<Call>;
+    async fn set_delete_on_termination(
+        &self,
+        id: &InstanceId,
+        devices: &[(String, bool)],
+    ) -> CloudResult<Call>;
     async fn create_tags(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> CloudResult<Call>;
     async fn disassociate_profile(&self, association_id: &str) -> CloudResult<Call>;
     async fn associate_profile(&self, id: &InstanceId, profile_arn: &str) -> CloudResult<Call>;
@@ -244,7 +254,12 @@ pub trait Iam: Send + Sync {
     /// ARNs of the instance profiles that hold `role`.
     async fn profiles_for_role(&self, role: &str) -> CloudResult<Vec<String>>;
     async fn role_policy(&self, role: &str, policy: &str) -> CloudResult<Option<serde_json::Value>>;
-    async fn put_role_policy(&self, role: &str, policy: &str, document: &serde_json::Value) -> CloudResult<Call>;
+    async fn put_role_policy(
+        &self,
+        role: &str,
+        policy: &str,
+        document: &serde_json::Value,
+    ) -> CloudResult<Call>;
     async fn delete_role_policy(&self, role: &str, policy: &str) -> CloudResult<Call>;
 }
 

@@ -145,7 +145,12 @@ impl CustodySink for CaseCustody {
         let evidence = event
             .evidence
             .into_iter()
-            .map(|r| crate::evidence::EvidenceRef { id: r.id, sha256: r.sha256, s3_key: r.s3_key, version_id: r.version_id })
+            .map(|r| crate::evidence::EvidenceRef {
+                id: r.id,
+                sha256: r.sha256,
+                s3_key: r.s3_key,
+                version_id: r.version_id,
+            })
             .collect();
         self.0
             .record(crate::evidence::CustodyEvent {
@@ -185,7 +190,8 @@ impl CustodySink for CaseCustody {
             .find(|i| i.id == id)
             .ok_or_else(|| CustodyError(format!("item {id} is recorded but not in the manifest")))?;
         let bytes = self.0.read_item(&item).await.map_err(fail)?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;
         Ok(Some((to_ref(r), value)))
     }
 }

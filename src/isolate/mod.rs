@@ -2,7 +2,7 @@
 //! credentials, prove it held) for one instance or a fleet.
 pub mod cloud;
 pub mod custody;
-pub mod plan;
 pub mod network;
+pub mod plan;
 pub mod verify;
 pub mod workflow;

@@ -12,7 +12,9 @@ use tokio::sync::OnceCell;
 use crate::aws::AwsError;
 use crate::aws::error::AwsErrorKind;
 use crate::ids::{CaseId, NetworkInterfaceId, SecurityGroupId, VpcId};
-use crate::isolate::cloud::{Call, Cloud, CloudResult, NewGroup, Purpose, Rule, TAG_CASE, TAG_PURPOSE, V4_ANY, V6_ANY};
+use crate::isolate::cloud::{
+    Call, Cloud, CloudResult, NewGroup, Purpose, Rule, TAG_CASE, TAG_PURPOSE, V4_ANY, V6_ANY,
+};
 use crate::isolate::plan::{CaseGroups, group_fix};
 
 /// Our own attempts at a call the SDK already retried (5 attempts, ~20 s): a throttling
@@ -35,8 +37,15 @@ where
     let mut attempt = 1;
     loop {
         match f().await {
-            Err(e) if attempt < RETRY_ATTEMPTS && matches!(e.kind, AwsErrorKind::Throttled | AwsErrorKind::Unreachable) => {
-                tracing::debug!("{} {} attempt {attempt} failed ({e}); retrying in {delay:?}", e.service, e.operation);
+            Err(e)
+                if attempt < RETRY_ATTEMPTS
+                    && matches!(e.kind, AwsErrorKind::Throttled | AwsErrorKind::Unreachable) =>
+            {
+                tracing::debug!(
+                    "{} {} attempt {attempt} failed ({e}); retrying in {delay:?}",
+                    e.service,
+                    e.operation
+                );
                 tokio::time::sleep(delay).await;
                 delay *= 2;
                 attempt += 1;
@@ -46,12 +55,15 @@ where
     }
 }
 
+/// One group, created (or made to serve its purpose) by the first caller only.
+type GroupCell = Arc<OnceCell<SecurityGroupId>>;
+
 /// The case's groups in one account and region, each created at most once per run even
 /// when many instances of one VPC are contained at the same time.
 pub struct GroupRegistry {
     case: CaseId,
     found: CaseGroups,
-    cells: std::sync::Mutex<HashMap<(VpcId, Purpose), Arc<OnceCell<SecurityGroupId>>>>,
+    cells: std::sync::Mutex<HashMap<(VpcId, Purpose), GroupCell>>,
 }
 
 impl GroupRegistry {
@@ -64,8 +76,14 @@ impl GroupRegistry {
     }
 
     /// The group of `purpose` in `vpc`, ready for use; the calls this caller made.
-    pub async fn ensure(&self, cloud: &dyn Cloud, vpc: &VpcId, purpose: Purpose) -> CloudResult<(SecurityGroupId, Vec<Call>)> {
-        let cell = self.cells.lock().expect("registry lock").entry((vpc.clone(), purpose)).or_default().clone();
+    pub async fn ensure(
+        &self,
+        cloud: &dyn Cloud,
+        vpc: &VpcId,
+        purpose: Purpose,
+    ) -> CloudResult<(SecurityGroupId, Vec<Call>)> {
+        let cell =
+            self.cells.lock().expect("registry lock").entry((vpc.clone(), purpose)).or_default().clone();
         let calls = std::sync::Mutex::new(Vec::new());
         let id = cell
             .get_or_try_init(|| async {
@@ -78,7 +96,12 @@ impl GroupRegistry {
         Ok((id, calls.into_inner().expect("calls lock")))
     }
 
-    async fn prepare(&self, cloud: &dyn Cloud, vpc: &VpcId, purpose: Purpose) -> CloudResult<(SecurityGroupId, Vec<Call>)> {
+    async fn prepare(
+        &self,
+        cloud: &dyn Cloud,
+        vpc: &VpcId,
+        purpose: Purpose,
+    ) -> CloudResult<(SecurityGroupId, Vec<Call>)> {
         let mut calls = Vec::new();
         let (id, revoke, add) = match self.found.get(vpc, purpose) {
             Some(g) => {
@@ -90,8 +113,13 @@ impl GroupRegistry {
                     vpc: vpc.clone(),
                     name: purpose.group_name(&self.case),
                     description: match purpose {
-                        Purpose::Isolation => format!("cleanroom case {}: isolation, no inbound, no outbound", self.case),
-                        Purpose::AllowAll => format!("cleanroom case {}: allow-all step of the isolation swap (untracks connections)", self.case),
+                        Purpose::Isolation => {
+                            format!("cleanroom case {}: isolation, no inbound, no outbound", self.case)
+                        }
+                        Purpose::AllowAll => format!(
+                            "cleanroom case {}: allow-all step of the isolation swap (untracks connections)",
+                            self.case
+                        ),
                     },
                     tags: [
                         (TAG_CASE.to_owned(), self.case.to_string()),
@@ -104,8 +132,14 @@ impl GroupRegistry {
                 calls.push(call);
                 // A new group has egress to 0.0.0.0/0, and to ::/0 when the VPC has IPv6.
                 match purpose {
-                    Purpose::Isolation => (id, vec![Rule::all(true, V4_ANY), Rule::all(true, V6_ANY)], vec![]),
-                    Purpose::AllowAll => (id, vec![], vec![Rule::all(false, V4_ANY), Rule::all(false, V6_ANY), Rule::all(true, V6_ANY)]),
+                    Purpose::Isolation => {
+                        (id, vec![Rule::all(true, V4_ANY), Rule::all(true, V6_ANY)], vec![])
+                    }
+                    Purpose::AllowAll => (
+                        id,
+                        vec![],
+                        vec![Rule::all(false, V4_ANY), Rule::all(false, V6_ANY), Rule::all(true, V6_ANY)],
+                    ),
                 }
             }
         };
@@ -155,7 +189,11 @@ pub enum SwapResult {
 }
 
 /// Step 1: the allow-all group, so tracked connections become untracked.
-pub async fn step1(cloud: &dyn Cloud, eni: &NetworkInterfaceId, allow_all: &SecurityGroupId) -> CloudResult<Call> {
+pub async fn step1(
+    cloud: &dyn Cloud,
+    eni: &NetworkInterfaceId,
+    allow_all: &SecurityGroupId,
+) -> CloudResult<Call> {
     retry(|| cloud.set_eni_groups(eni, std::slice::from_ref(allow_all))).await
 }
 
@@ -188,6 +226,9 @@ pub async fn step2(
     let rules = Rule::allow_all();
     match retry(|| cloud.revoke(allow_all, &rules)).await {
         Ok(calls) => (SwapResult::AllowAllEmptied { error: last }, calls),
-        Err(e) => (SwapResult::Open { error: format!("{last}; emptying the allow-all group failed too: {e}") }, vec![]),
+        Err(e) => (
+            SwapResult::Open { error: format!("{last}; emptying the allow-all group failed too: {e}") },
+            vec![],
+        ),
     }
 }

@@ -37,7 +37,9 @@ pub struct CaseGroups {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{count} {purpose} security groups of case {case} in {vpc} ({ids}): refusing to guess which is the one; delete the extra ones or remove their {TAG_CASE} tag")]
+#[error(
+    "{count} {purpose} security groups of case {case} in {vpc} ({ids}): refusing to guess which is the one; delete the extra ones or remove their {TAG_CASE} tag"
+)]
 pub struct AmbiguousGroups {
     pub case: String,
     pub vpc: VpcId,
@@ -151,7 +153,13 @@ pub fn decide(
     let mut plan = Plan {
         termination_protection: !obs.attributes.termination_protection,
         shutdown_stop: obs.attributes.shutdown_behavior != "stop",
-        keep_volumes: obs.instance.volumes.iter().filter(|v| v.delete_on_termination).map(|v| v.device.clone()).collect(),
+        keep_volumes: obs
+            .instance
+            .volumes
+            .iter()
+            .filter(|v| v.delete_on_termination)
+            .map(|v| v.device.clone())
+            .collect(),
         ..Plan::default()
     };
     for (k, v) in [(TAG_CASE, case.as_str()), (TAG_CONTAINED, "true")] {
@@ -180,17 +188,29 @@ pub fn decide(
 
 /// The API calls `plan` makes, in order, for `--plan`. Groups not yet created are
 /// named by what they will be.
-pub fn api_calls(case: &CaseId, instance: &str, plan: &Plan, groups: &CaseGroups, stored: bool) -> Vec<String> {
+pub fn api_calls(
+    case: &CaseId,
+    instance: &str,
+    plan: &Plan,
+    groups: &CaseGroups,
+    stored: bool,
+) -> Vec<String> {
     let mut calls = Vec::new();
     let group = |vpc: &VpcId, p: Purpose| {
-        groups.id(vpc, p).map(|g| g.to_string()).unwrap_or_else(|| format!("<new {} group in {vpc}>", p.tag()))
+        groups
+            .id(vpc, p)
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| format!("<new {} group in {vpc}>", p.tag()))
     };
     if plan.is_empty() {
         return calls;
     }
     calls.push(format!("ec2:ModifyInstanceAttribute DryRun=true InstanceId={instance} (permission check)"));
     for s in &plan.swaps {
-        calls.push(format!("ec2:ModifyNetworkInterfaceAttribute DryRun=true NetworkInterfaceId={} (permission check)", s.eni));
+        calls.push(format!(
+            "ec2:ModifyNetworkInterfaceAttribute DryRun=true NetworkInterfaceId={} (permission check)",
+            s.eni
+        ));
     }
     if !stored {
         calls.push(format!("s3:PutObject evidence item {instance} prior state (security groups per ENI, profile, Auto Scaling group, target groups, termination/shutdown, DeleteOnTermination), custody record"));
@@ -211,22 +231,44 @@ pub fn api_calls(case: &CaseId, instance: &str, plan: &Plan, groups: &CaseGroups
                     ));
                     match p {
                         Purpose::Isolation => {
-                            calls.push(format!("ec2:RevokeSecurityGroupEgress {} -1 {V4_ANY}", group(vpc, p)));
-                            calls.push(format!("ec2:RevokeSecurityGroupEgress {} -1 {V6_ANY} (if the VPC has IPv6)", group(vpc, p)));
+                            calls
+                                .push(format!("ec2:RevokeSecurityGroupEgress {} -1 {V4_ANY}", group(vpc, p)));
+                            calls.push(format!(
+                                "ec2:RevokeSecurityGroupEgress {} -1 {V6_ANY} (if the VPC has IPv6)",
+                                group(vpc, p)
+                            ));
                         }
                         Purpose::AllowAll => {
-                            calls.push(format!("ec2:AuthorizeSecurityGroupIngress {} -1 {V4_ANY} {V6_ANY}", group(vpc, p)));
-                            calls.push(format!("ec2:AuthorizeSecurityGroupEgress {} -1 {V6_ANY} (if missing)", group(vpc, p)));
+                            calls.push(format!(
+                                "ec2:AuthorizeSecurityGroupIngress {} -1 {V4_ANY} {V6_ANY}",
+                                group(vpc, p)
+                            ));
+                            calls.push(format!(
+                                "ec2:AuthorizeSecurityGroupEgress {} -1 {V6_ANY} (if missing)",
+                                group(vpc, p)
+                            ));
                         }
                     }
                 }
                 Some(g) => {
                     let (revoke, add) = group_fix(p, &g.rules);
                     for r in revoke {
-                        calls.push(format!("ec2:Revoke{} {} {} {}", if r.egress { "SecurityGroupEgress" } else { "SecurityGroupIngress" }, g.id, r.protocol, r.peer));
+                        calls.push(format!(
+                            "ec2:Revoke{} {} {} {}",
+                            if r.egress { "SecurityGroupEgress" } else { "SecurityGroupIngress" },
+                            g.id,
+                            r.protocol,
+                            r.peer
+                        ));
                     }
                     for r in add {
-                        calls.push(format!("ec2:Authorize{} {} {} {}", if r.egress { "SecurityGroupEgress" } else { "SecurityGroupIngress" }, g.id, r.protocol, r.peer));
+                        calls.push(format!(
+                            "ec2:Authorize{} {} {} {}",
+                            if r.egress { "SecurityGroupEgress" } else { "SecurityGroupIngress" },
+                            g.id,
+                            r.protocol,
+                            r.peer
+                        ));
                     }
                 }
             }
@@ -236,7 +278,9 @@ pub fn api_calls(case: &CaseId, instance: &str, plan: &Plan, groups: &CaseGroups
         calls.push(format!("ec2:ModifyInstanceAttribute InstanceId={instance} DisableApiTermination=true"));
     }
     if plan.shutdown_stop {
-        calls.push(format!("ec2:ModifyInstanceAttribute InstanceId={instance} InstanceInitiatedShutdownBehavior=stop"));
+        calls.push(format!(
+            "ec2:ModifyInstanceAttribute InstanceId={instance} InstanceInitiatedShutdownBehavior=stop"
+        ));
     }
     if !plan.keep_volumes.is_empty() {
         calls.push(format!(
@@ -249,7 +293,9 @@ pub fn api_calls(case: &CaseId, instance: &str, plan: &Plan, groups: &CaseGroups
         calls.push(format!("ec2:CreateTags {instance} {}", tags.join(" ")));
     }
     if let Some(asg) = &plan.detach_asg {
-        calls.push(format!("autoscaling:DetachInstances {asg} {instance} ShouldDecrementDesiredCapacity=false"));
+        calls.push(format!(
+            "autoscaling:DetachInstances {asg} {instance} ShouldDecrementDesiredCapacity=false"
+        ));
     }
     for t in &plan.deregister {
         calls.push(format!(
@@ -272,11 +318,19 @@ pub fn api_calls(case: &CaseId, instance: &str, plan: &Plan, groups: &CaseGroups
     }
     for s in &plan.swaps {
         if s.via_allow_all {
-            calls.push(format!("ec2:ModifyNetworkInterfaceAttribute {} Groups=[{}] (step 1: allow-all)", s.eni, group(&s.vpc, Purpose::AllowAll)));
+            calls.push(format!(
+                "ec2:ModifyNetworkInterfaceAttribute {} Groups=[{}] (step 1: allow-all)",
+                s.eni,
+                group(&s.vpc, Purpose::AllowAll)
+            ));
         }
     }
     for s in &plan.swaps {
-        calls.push(format!("ec2:ModifyNetworkInterfaceAttribute {} Groups=[{}] (step 2: isolation)", s.eni, group(&s.vpc, Purpose::Isolation)));
+        calls.push(format!(
+            "ec2:ModifyNetworkInterfaceAttribute {} Groups=[{}] (step 2: isolation)",
+            s.eni,
+            group(&s.vpc, Purpose::Isolation)
+        ));
     }
     calls
 }
@@ -314,8 +368,16 @@ mod tests {
                     },
                 ],
                 volumes: vec![
-                    VolumeAttachment { device: "/dev/xvda".into(), volume: "vol-01234567".parse().unwrap(), delete_on_termination: true },
-                    VolumeAttachment { device: "/dev/xvdb".into(), volume: "vol-01234568".parse().unwrap(), delete_on_termination: false },
+                    VolumeAttachment {
+                        device: "/dev/xvda".into(),
+                        volume: "vol-01234567".parse().unwrap(),
+                        delete_on_termination: true,
+                    },
+                    VolumeAttachment {
+                        device: "/dev/xvdb".into(),
+                        volume: "vol-01234568".parse().unwrap(),
+                        delete_on_termination: false,
+                    },
                 ],
                 tags: Default::default(),
             },
@@ -334,7 +396,13 @@ mod tests {
     }
 
     fn group(id: &str, purpose: Purpose, rules: Vec<Rule>) -> Group {
-        Group { id: id.parse().unwrap(), vpc: "vpc-01234567".parse().unwrap(), name: "g".into(), purpose: Some(purpose), rules }
+        Group {
+            id: id.parse().unwrap(),
+            vpc: "vpc-01234567".parse().unwrap(),
+            name: "g".into(),
+            purpose: Some(purpose),
+            rules,
+        }
     }
 
     #[test]
@@ -349,7 +417,9 @@ mod tests {
         assert_eq!(plan.disassociate.as_deref(), Some("iip-assoc-1"));
         assert_eq!(plan.deny_roles, vec!["web"]);
         let calls = api_calls(&case(), "i-01234567", &plan, &CaseGroups::default(), false);
-        assert!(calls.iter().any(|c| c.contains("CreateSecurityGroup VpcId=vpc-01234567 GroupName=cleanroom-isolation-IR-1")));
+        assert!(calls.iter().any(|c| {
+            c.contains("CreateSecurityGroup VpcId=vpc-01234567 GroupName=cleanroom-isolation-IR-1")
+        }));
         assert!(calls.iter().any(|c| c.contains("DryRun=true")));
         // Step 1 of every ENI comes before step 2 of any.
         let first_step2 = calls.iter().position(|c| c.contains("step 2")).unwrap();
@@ -362,8 +432,13 @@ mod tests {
         obs.instance.enis[1].groups = vec!["sg-0000000e".parse().unwrap()];
         obs.attributes = Attributes { termination_protection: true, shutdown_behavior: "stop".into() };
         obs.instance.volumes[0].delete_on_termination = false;
-        obs.instance.tags = [(TAG_CASE.to_owned(), "IR-1".to_owned()), (TAG_CONTAINED.to_owned(), "true".to_owned())].into();
-        let prior = observed(&["sg-0000000d"]).prior_state(&"111122223333".parse().unwrap(), &"eu-west-1".parse().unwrap(), "t");
+        obs.instance.tags =
+            [(TAG_CASE.to_owned(), "IR-1".to_owned()), (TAG_CONTAINED.to_owned(), "true".to_owned())].into();
+        let prior = observed(&["sg-0000000d"]).prior_state(
+            &"111122223333".parse().unwrap(),
+            &"eu-west-1".parse().unwrap(),
+            "t",
+        );
         obs.profile = None;
         obs.profile_roles = vec![];
         let groups = CaseGroups::index(&case(), &[group("sg-0000000e", Purpose::Isolation, vec![])]).unwrap();
@@ -378,7 +453,10 @@ mod tests {
         let prior = obs.prior_state(&"111122223333".parse().unwrap(), &"eu-west-1".parse().unwrap(), "t");
         let groups = CaseGroups::index(
             &case(),
-            &[group("sg-0000000e", Purpose::Isolation, vec![]), group("sg-0000000f", Purpose::AllowAll, Rule::allow_all())],
+            &[
+                group("sg-0000000e", Purpose::Isolation, vec![]),
+                group("sg-0000000f", Purpose::AllowAll, Rule::allow_all()),
+            ],
         )
         .unwrap();
         let plan = decide(&case(), &obs, &prior, &groups, &BTreeSet::new());
@@ -389,7 +467,10 @@ mod tests {
     fn two_isolation_groups_in_one_vpc_are_refused() {
         let err = CaseGroups::index(
             &case(),
-            &[group("sg-0000000e", Purpose::Isolation, vec![]), group("sg-0000001e", Purpose::Isolation, vec![])],
+            &[
+                group("sg-0000000e", Purpose::Isolation, vec![]),
+                group("sg-0000001e", Purpose::Isolation, vec![]),
+            ],
         )
         .unwrap_err();
         assert!(err.to_string().contains("refusing to guess"), "{err}");
@@ -408,7 +489,10 @@ mod tests {
     #[test]
     fn the_deny_names_the_token_issue_time() {
         let p = deny_policy("2026-11-22T05:00:00Z");
-        assert_eq!(p["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"], "2026-11-22T05:00:00Z");
+        assert_eq!(
+            p["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+            "2026-11-22T05:00:00Z"
+        );
         assert_eq!(p["Statement"][0]["Effect"], "Deny");
     }
 }

@@ -46,7 +46,11 @@ pub fn containment_checks(
             Some(g) => checks.push(check(
                 format!("isolation group {}", g.id),
                 g.rules.is_empty(),
-                if g.rules.is_empty() { "no rules".to_owned() } else { format!("{} rule(s) left", g.rules.len()) },
+                if g.rules.is_empty() {
+                    "no rules".to_owned()
+                } else {
+                    format!("{} rule(s) left", g.rules.len())
+                },
             )),
             None => checks.push(check(format!("isolation group in {vpc}"), false, "missing")),
         }
@@ -103,15 +107,23 @@ pub fn containment_checks(
         if now.targets.is_empty() {
             format!("deregistered from {}", prior.target_groups.len())
         } else {
-            format!("still in {}", now.targets.iter().map(|t| t.target_group_arn.as_str()).collect::<Vec<_>>().join(", "))
+            format!(
+                "still in {}",
+                now.targets.iter().map(|t| t.target_group_arn.as_str()).collect::<Vec<_>>().join(", ")
+            )
         },
     ));
     checks.push(check(
         "classic load balancers",
         now.classic.is_empty(),
-        if now.classic.is_empty() { format!("deregistered from {}", prior.classic_load_balancers.len()) } else { format!("still in {}", now.classic.join(", ")) },
+        if now.classic.is_empty() {
+            format!("deregistered from {}", prior.classic_load_balancers.len())
+        } else {
+            format!("still in {}", now.classic.join(", "))
+        },
     ));
-    let profile_ok = now.profile.as_ref().is_none_or(|p| p.state == "disassociating" || p.state == "disassociated");
+    let profile_ok =
+        now.profile.as_ref().is_none_or(|p| p.state == "disassociating" || p.state == "disassociated");
     checks.push(check(
         "instance profile",
         profile_ok,
@@ -124,7 +136,11 @@ pub fn containment_checks(
         checks.push(check(
             format!("role sessions denied {role}"),
             roles_denied.contains(role),
-            if roles_denied.contains(role) { "deny for sessions issued before isolation" } else { "no deny policy" },
+            if roles_denied.contains(role) {
+                "deny for sessions issued before isolation"
+            } else {
+                "no deny policy"
+            },
         ));
     }
     checks

@@ -21,8 +21,8 @@ use tokio::sync::OnceCell;
 use crate::aws::AwsError;
 use crate::aws::error::AwsErrorKind;
 use crate::capture::{
-    LbIndex, ObserveError, Observed, PriorState, instance_arn, lb_index, observe, observe_details, observe_instance,
-    prior_state_item,
+    LbIndex, ObserveError, Observed, PriorState, instance_arn, lb_index, observe, observe_details,
+    observe_instance, prior_state_item,
 };
 use crate::ids::{AccountId, CaseId, InstanceId, Region, SecurityGroupId, VpcId};
 use crate::isolate::cloud::{Call, Cloud, DryRun, Purpose};
@@ -54,7 +54,8 @@ impl Scope {
     async fn registry(&self, case: &CaseId) -> Result<Arc<GroupRegistry>, Prep> {
         self.registry
             .get_or_try_init(|| async {
-                let found = retry(|| self.cloud.case_groups(case)).await.map_err(|e| classify(&self.account, e))?;
+                let found =
+                    retry(|| self.cloud.case_groups(case)).await.map_err(|e| classify(&self.account, e))?;
                 let groups = CaseGroups::index(case, &found).map_err(|e| Prep::Refused(e.to_string()))?;
                 Ok(Arc::new(GroupRegistry::new(case.clone(), groups)))
             })
@@ -192,11 +193,27 @@ pub async fn isolate(
                 Err(Prep::Refused(m)) => Outcome::new(&scope, &id, Status::Refused, m),
                 Err(Prep::Failed(m)) => Outcome::new(&scope, &id, Status::Failed, m),
                 Ok(p) if settings.plan_only => {
-                    let mut o = Outcome::new(&scope, &id, Status::Planned, if p.plan.is_empty() { "already isolated: nothing to do" } else { "would change" });
-                    o.plan = api_calls(&settings.case, id.as_str(), &p.plan, p.registry.found(), p.stored.is_some());
+                    let mut o = Outcome::new(
+                        &scope,
+                        &id,
+                        Status::Planned,
+                        if p.plan.is_empty() { "already isolated: nothing to do" } else { "would change" },
+                    );
+                    o.plan = api_calls(
+                        &settings.case,
+                        id.as_str(),
+                        &p.plan,
+                        p.registry.found(),
+                        p.stored.is_some(),
+                    );
                     o
                 }
-                Ok(_) => Outcome::new(&scope, &id, Status::NotStarted, "another instance of this run was refused, so nothing was changed"),
+                Ok(_) => Outcome::new(
+                    &scope,
+                    &id,
+                    Status::NotStarted,
+                    "another instance of this run was refused, so nothing was changed",
+                ),
             })
             .collect();
     }
@@ -226,7 +243,12 @@ pub async fn isolate(
         .await
 }
 
-async fn prepare(settings: &Settings, scope: Arc<Scope>, id: InstanceId, custody: &dyn CustodySink) -> Result<Prepared, Prep> {
+async fn prepare(
+    settings: &Settings,
+    scope: Arc<Scope>,
+    id: InstanceId,
+    custody: &dyn CustodySink,
+) -> Result<Prepared, Prep> {
     let cloud = scope.cloud.as_ref();
     let account = &scope.account;
     let item = prior_state_item(account, &id);
@@ -247,7 +269,8 @@ async fn prepare(settings: &Settings, scope: Arc<Scope>, id: InstanceId, custody
             None => None,
             Some((r, v)) => Some((
                 r,
-                serde_json::from_value(v).map_err(|e| Prep::Failed(format!("stored prior state of {id} is unreadable: {e}")))?,
+                serde_json::from_value(v)
+                    .map_err(|e| Prep::Failed(format!("stored prior state of {id} is unreadable: {e}")))?,
             )),
         };
         // Round 2: details, permission checks, and (on a rerun) the deny policies.
@@ -257,11 +280,14 @@ async fn prepare(settings: &Settings, scope: Arc<Scope>, id: InstanceId, custody
         }
         let vpcs: BTreeSet<VpcId> = instance.enis.iter().map(|e| e.vpc.clone()).collect();
         for vpc in &vpcs {
-            if registry.found().get(vpc, Purpose::Isolation).is_none() || registry.found().get(vpc, Purpose::AllowAll).is_none() {
+            if registry.found().get(vpc, Purpose::Isolation).is_none()
+                || registry.found().get(vpc, Purpose::AllowAll).is_none()
+            {
                 checks.push(DryRun::CreateSecurityGroup(vpc.clone()));
             }
         }
-        let known_roles: Vec<String> = loaded.as_ref().map(|(_, p)| p.profile_roles.clone()).unwrap_or_default();
+        let known_roles: Vec<String> =
+            loaded.as_ref().map(|(_, p)| p.profile_roles.clone()).unwrap_or_default();
         let (details, dry, denied) = futures::join!(
             observe_details(cloud, profile.as_ref(), asg_name.as_deref()),
             futures::future::join_all(checks.iter().map(|c| retry(|| cloud.dry_run(c)))),
@@ -304,7 +330,11 @@ async fn prepare(settings: &Settings, scope: Arc<Scope>, id: InstanceId, custody
 }
 
 /// Roles among `roles` that already carry the case's deny.
-async fn roles_denied(cloud: &dyn Cloud, case: &CaseId, roles: &[String]) -> Result<BTreeSet<String>, AwsError> {
+async fn roles_denied(
+    cloud: &dyn Cloud,
+    case: &CaseId,
+    roles: &[String],
+) -> Result<BTreeSet<String>, AwsError> {
     let name = deny_policy_name(case);
     let found = futures::future::join_all(roles.iter().map(|r| retry(|| cloud.role_policy(r, &name)))).await;
     let mut denied = BTreeSet::new();
@@ -365,7 +395,8 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
                 want.push((vpc.clone(), Purpose::AllowAll));
             }
         }
-        let got = futures::future::join_all(want.iter().map(|(vpc, p)| registry.ensure(cloud, vpc, *p))).await;
+        let got =
+            futures::future::join_all(want.iter().map(|(vpc, p)| registry.ensure(cloud, vpc, *p))).await;
         let mut map: BTreeMap<(VpcId, Purpose), SecurityGroupId> = BTreeMap::new();
         let mut calls = Vec::new();
         let mut errors = Vec::new();
@@ -385,7 +416,8 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         Ok(r) => r,
         Err(e) => {
             out.status = Status::Failed;
-            out.message = format!("the prior state could not be stored, so nothing was changed on the instance: {e}");
+            out.message =
+                format!("the prior state could not be stored, so nothing was changed on the instance: {e}");
             out.errors.push(e.to_string());
             return out;
         }
@@ -401,8 +433,14 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         )
     };
     let network = swap_all(cloud, &plan, &groups, &obs);
-    let (((protect_calls, protect_errors), (service_calls, service_errors), (cred_calls, cred_errors, newly_denied)), (net_calls, swaps)) =
-        futures::join!(changes, network);
+    let (
+        (
+            (protect_calls, protect_errors),
+            (service_calls, service_errors),
+            (cred_calls, cred_errors, newly_denied),
+        ),
+        (net_calls, swaps),
+    ) = futures::join!(changes, network);
     denied.extend(newly_denied);
     if swaps.iter().all(|(_, r)| *r == SwapResult::Isolated) && out.errors.is_empty() {
         out.isolated_after_ms = Some(start.elapsed().as_millis() as u64);
@@ -417,18 +455,38 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
     let mut network_calls = group_calls.clone();
     network_calls.extend(net_calls.iter().cloned());
     let events = [
-        (Action::InstanceProtected, &protect_calls, &protect_errors, serde_json::json!({
+        (
+            Action::InstanceProtected,
+            &protect_calls,
+            &protect_errors,
+            serde_json::json!({
             "termination_protection": plan.termination_protection, "shutdown_behavior_stop": plan.shutdown_stop,
-            "delete_on_termination_false": plan.keep_volumes, "tags": plan.tags })),
-        (Action::ServiceDetached, &service_calls, &service_errors, serde_json::json!({
+            "delete_on_termination_false": plan.keep_volumes, "tags": plan.tags }),
+        ),
+        (
+            Action::ServiceDetached,
+            &service_calls,
+            &service_errors,
+            serde_json::json!({
             "auto_scaling_group": plan.detach_asg, "should_decrement_desired_capacity": false,
-            "target_groups": plan.deregister, "classic_load_balancers": plan.classic })),
-        (Action::NetworkIsolated, &network_calls, &swap_failures, serde_json::json!({
+            "target_groups": plan.deregister, "classic_load_balancers": plan.classic }),
+        ),
+        (
+            Action::NetworkIsolated,
+            &network_calls,
+            &swap_failures,
+            serde_json::json!({
             "groups": groups.iter().map(|((vpc, p), g)| serde_json::json!({"vpc": vpc, "purpose": p, "group": g})).collect::<Vec<_>>(),
-            "swaps": swaps.iter().map(|(eni, r)| serde_json::json!({"eni": eni, "result": r})).collect::<Vec<_>>() })),
-        (Action::CredentialsRevoked, &cred_calls, &cred_errors, serde_json::json!({
+            "swaps": swaps.iter().map(|(eni, r)| serde_json::json!({"eni": eni, "result": r})).collect::<Vec<_>>() }),
+        ),
+        (
+            Action::CredentialsRevoked,
+            &cred_calls,
+            &cred_errors,
+            serde_json::json!({
             "disassociated": plan.disassociate, "deny_policy": deny_policy_name(&settings.case),
-            "roles": plan.deny_roles, "sessions_issued_before": settings.now })),
+            "roles": plan.deny_roles, "sessions_issued_before": settings.now }),
+        ),
     ];
     for (action, calls, errors, mut details) in events {
         if calls.is_empty() && errors.is_empty() {
@@ -441,7 +499,13 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
             details["step"] = serde_json::json!(format!("{:?}", events_name(calls)));
         }
         if let Err(e) = custody
-            .record(Event { action, subject: subject.clone(), evidence: vec![evidence.clone()], aws_request_ids: ids(calls), details })
+            .record(Event {
+                action,
+                subject: subject.clone(),
+                evidence: vec![evidence.clone()],
+                aws_request_ids: ids(calls),
+                details,
+            })
             .await
         {
             out.errors.push(format!("custody record: {e}"));
@@ -454,7 +518,10 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
     out.errors.extend(cred_errors);
 
     // Prove it, and say who else the deny hits.
-    let (checks, shared) = futures::join!(verify(settings, &scope, &id, &prior), shared_role_users(cloud, &id, &prior.profile_roles));
+    let (checks, shared) = futures::join!(
+        verify(settings, &scope, &id, &prior),
+        shared_role_users(cloud, &id, &prior.profile_roles)
+    );
     match shared {
         Ok(others) if !others.is_empty() => out.warnings.push(format!(
             "the deny on role(s) {} also cuts the older sessions of other instances using them: {}",
@@ -509,7 +576,9 @@ async fn finish_verified(
         (false, _) => Status::Failed,
     };
     out.message = match out.status {
-        Status::AlreadyIsolated => format!("already isolated: nothing changed; {} controls in force", checks.len()),
+        Status::AlreadyIsolated => {
+            format!("already isolated: nothing changed; {} controls in force", checks.len())
+        }
         Status::Isolated => format!("isolated; {} controls verified", checks.len()),
         _ => format!(
             "{} of {} controls not in force ({}){}; rerun to resume",
@@ -526,15 +595,21 @@ async fn finish_verified(
 async fn detach_service(cloud: &dyn Cloud, id: &InstanceId, plan: &Plan) -> (Vec<Call>, Vec<String>) {
     let asg = async {
         match &plan.detach_asg {
-            Some(g) => vec![retry(|| cloud.detach(g, id)).await.map_err(|e| format!("Auto Scaling group {g}: {e}"))],
+            Some(g) => {
+                vec![retry(|| cloud.detach(g, id)).await.map_err(|e| format!("Auto Scaling group {g}: {e}"))]
+            }
             None => vec![],
         }
     };
     let targets = futures::future::join_all(plan.deregister.iter().map(|t| async move {
-        retry(|| cloud.deregister(t, id)).await.map_err(|e| format!("target group {}: {e}", t.target_group_arn))
+        retry(|| cloud.deregister(t, id))
+            .await
+            .map_err(|e| format!("target group {}: {e}", t.target_group_arn))
     }));
     let classic = futures::future::join_all(plan.classic.iter().map(|lb| async move {
-        retry(|| cloud.classic_deregister(lb, id)).await.map_err(|e| format!("classic load balancer {lb}: {e}"))
+        retry(|| cloud.classic_deregister(lb, id))
+            .await
+            .map_err(|e| format!("classic load balancer {lb}: {e}"))
     }));
     let (a, t, c) = futures::join!(asg, targets, classic);
     split(a.into_iter().chain(t).chain(c))
@@ -565,21 +640,26 @@ async fn revoke_credentials(
     let document = deny_policy(now);
     let disassociate = async {
         match &plan.disassociate {
-            Some(a) => vec![retry(|| cloud.disassociate_profile(a)).await.map_err(|e| format!("instance profile: {e}"))],
+            Some(a) => vec![
+                retry(|| cloud.disassociate_profile(a)).await.map_err(|e| format!("instance profile: {e}")),
+            ],
             None => vec![],
         }
     };
-    let deny = futures::future::join_all(plan.deny_roles.iter().filter(|r| !denied.contains(*r)).map(|role| {
-        let (name, document) = (&name, &document);
-        async move {
-            // Keep an existing deny as it is: its time is the first isolation's.
-            match retry(|| cloud.role_policy(role, name)).await {
-                Ok(Some(_)) => (role.clone(), Ok(None)),
-                Ok(None) => (role.clone(), retry(|| cloud.put_role_policy(role, name, document)).await.map(Some)),
-                Err(e) => (role.clone(), Err(e)),
+    let deny =
+        futures::future::join_all(plan.deny_roles.iter().filter(|r| !denied.contains(*r)).map(|role| {
+            let (name, document) = (&name, &document);
+            async move {
+                // Keep an existing deny as it is: its time is the first isolation's.
+                match retry(|| cloud.role_policy(role, name)).await {
+                    Ok(Some(_)) => (role.clone(), Ok(None)),
+                    Ok(None) => {
+                        (role.clone(), retry(|| cloud.put_role_policy(role, name, document)).await.map(Some))
+                    }
+                    Err(e) => (role.clone(), Err(e)),
+                }
             }
-        }
-    }));
+        }));
     let (d, deny) = futures::join!(disassociate, deny);
     let (mut calls, mut errors) = split(d.into_iter());
     let mut now_denied = BTreeSet::new();
@@ -647,7 +727,11 @@ async fn swap_all(
 }
 
 /// Other instances whose profile holds one of `roles` (they lose their older sessions too).
-async fn shared_role_users(cloud: &dyn Cloud, id: &InstanceId, roles: &[String]) -> Result<Vec<InstanceId>, AwsError> {
+async fn shared_role_users(
+    cloud: &dyn Cloud,
+    id: &InstanceId,
+    roles: &[String],
+) -> Result<Vec<InstanceId>, AwsError> {
     if roles.is_empty() {
         return Ok(vec![]);
     }
@@ -670,7 +754,12 @@ async fn shared_role_users(cloud: &dyn Cloud, id: &InstanceId, roles: &[String])
 }
 
 /// Re-reads everything containment controls and checks each control.
-pub async fn verify(settings: &Settings, scope: &Scope, id: &InstanceId, prior: &PriorState) -> Result<Vec<Check>, String> {
+pub async fn verify(
+    settings: &Settings,
+    scope: &Scope,
+    id: &InstanceId,
+    prior: &PriorState,
+) -> Result<Vec<Check>, String> {
     let cloud = scope.cloud.as_ref();
     let tgs: Vec<String> = {
         let mut t: Vec<String> = prior.target_groups.iter().map(|t| t.target_group_arn.clone()).collect();
@@ -689,7 +778,8 @@ pub async fn verify(settings: &Settings, scope: &Scope, id: &InstanceId, prior: 
         }
     );
     let obs = obs.map_err(|e| e.to_string())?;
-    let groups = CaseGroups::index(&settings.case, &groups.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let groups =
+        CaseGroups::index(&settings.case, &groups.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let denied = denied.map_err(|e| e.to_string())?;
     let asg = asg.map_err(|e| e.to_string())?;
     Ok(containment_checks(&settings.case, prior, &obs, &groups, &denied, asg.as_ref()))

@@ -53,7 +53,9 @@ impl World {
     async fn release(&self, id: &InstanceId) -> cleanroom::release::Released {
         let cloud: Arc<dyn Cloud> = self.cloud.clone();
         let scope = Scope::new(ACCOUNT.parse().unwrap(), REGION.parse().unwrap(), cloud);
-        let pending = cleanroom::release::prepare(&case(), &scope, id, self.custody.as_ref()).await.expect("release prepares");
+        let pending = cleanroom::release::prepare(&case(), &scope, id, self.custody.as_ref())
+            .await
+            .expect("release prepares");
         cleanroom::release::apply(&case(), &scope, id, pending, self.custody.as_ref()).await
     }
 
@@ -63,7 +65,12 @@ impl World {
             .into_iter()
             .filter(|l| !l.failed)
             .map(|l| l.operation)
-            .filter(|op| !(op.starts_with("Describe") || op.starts_with("Get") || op.starts_with("List") || op.starts_with("DryRun:")))
+            .filter(|op| {
+                !(op.starts_with("Describe")
+                    || op.starts_with("Get")
+                    || op.starts_with("List")
+                    || op.starts_with("DryRun:"))
+            })
             .collect()
     }
 }
@@ -96,7 +103,10 @@ fn assert_contained(w: &World, id: &InstanceId) {
     assert!(s.classic.values().flatten().all(|i| i != id.as_str()));
     assert!(s.associations.iter().all(|a| &a.instance != id));
     let deny = &s.role_policies[&("web-role".to_owned(), format!("cleanroom-revoke-sessions-{}", case()))];
-    assert_eq!(deny["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"], "2026-11-22T05:00:00Z");
+    assert_eq!(
+        deny["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
+        "2026-11-22T05:00:00Z"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -118,13 +128,23 @@ async fn isolates_an_instance_with_two_enis_behind_a_service() {
         assert!(actions.contains(&a), "{a:?} recorded: {actions:?}");
     }
     assert_eq!(actions[0], Action::EvidenceStored, "the prior state is stored first");
-    for e in w.custody.events().iter().filter(|e| e.action != Action::EvidenceStored && e.action != Action::ContainmentVerified) {
+    for e in w
+        .custody
+        .events()
+        .iter()
+        .filter(|e| e.action != Action::EvidenceStored && e.action != Action::ContainmentVerified)
+    {
         assert!(!e.aws_request_ids.is_empty(), "{:?} carries request ids", e.action);
         assert!(e.subject.starts_with("arn:aws:ec2:eu-west-1:111122223333:instance/i-"));
     }
-    assert!(out[0].warnings.iter().any(|w| w.contains("other instances")), "shared role warned: {:?}", out[0].warnings);
+    assert!(
+        out[0].warnings.iter().any(|w| w.contains("other instances")),
+        "shared role warned: {:?}",
+        out[0].warnings
+    );
     // The swap went through allow-all first on each ENI, then isolation.
-    let swaps: Vec<String> = w.cloud.calls_of("ModifyNetworkInterfaceAttribute").into_iter().map(|l| l.detail).collect();
+    let swaps: Vec<String> =
+        w.cloud.calls_of("ModifyNetworkInterfaceAttribute").into_iter().map(|l| l.detail).collect();
     assert_eq!(swaps.len(), 4, "{swaps:?}");
     assert!(swaps[..2].iter().all(|d| d.contains("cleanroom-allow-all")));
     assert!(swaps[2..].iter().all(|d| d.contains("cleanroom-isolation")));
@@ -166,7 +186,13 @@ async fn when_even_the_revert_fails_the_allow_all_group_is_emptied() {
 async fn throttling_is_retried() {
     let w = World::new(FakeCloud::new());
     let id = w.cloud.seed_service_instance();
-    for op in ["DescribeInstances", "CreateSecurityGroup", "ModifyNetworkInterfaceAttribute", "PutRolePolicy", "DetachInstances"] {
+    for op in [
+        "DescribeInstances",
+        "CreateSecurityGroup",
+        "ModifyNetworkInterfaceAttribute",
+        "PutRolePolicy",
+        "DetachInstances",
+    ] {
         w.cloud.throttle(op, 2);
     }
     let out = w.isolate(std::slice::from_ref(&id)).await;
@@ -192,7 +218,10 @@ async fn a_crash_between_any_two_calls_then_a_rerun_completes_without_a_second_i
         let first = w.isolate(std::slice::from_ref(&id)).await;
         if first[0].status == Status::Isolated {
             // Only the "who else uses the role" lookup came after the crash point.
-            assert!(first[0].warnings.iter().any(|w| w.contains("could not list")), "crash after call {k} is noticed");
+            assert!(
+                first[0].warnings.iter().any(|w| w.contains("could not list")),
+                "crash after call {k} is noticed"
+            );
         }
         w.cloud.heal();
         let again = w.isolate(std::slice::from_ref(&id)).await;
@@ -206,8 +235,10 @@ async fn a_crash_between_any_two_calls_then_a_rerun_completes_without_a_second_i
         // The stored prior state is the one from before the first change.
         let stored = w.custody.items.lock().unwrap().values().next().unwrap().1.clone();
         let enis = &stored["enis"];
-        let want: Vec<String> = before.instances[&id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
-        let got: Vec<String> = enis.as_array().unwrap().iter().map(|e| e["groups"][0].as_str().unwrap().to_owned()).collect();
+        let want: Vec<String> =
+            before.instances[&id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
+        let got: Vec<String> =
+            enis.as_array().unwrap().iter().map(|e| e["groups"][0].as_str().unwrap().to_owned()).collect();
         assert_eq!(got, want, "crash at {k}: prior state is the original");
     }
 }
@@ -221,7 +252,12 @@ async fn isolating_an_isolated_instance_changes_nothing_and_says_so() {
     let out = w.isolate(std::slice::from_ref(&id)).await;
     assert_status(&out, Status::AlreadyIsolated);
     assert!(out[0].message.contains("nothing changed"), "{}", out[0].message);
-    assert_eq!(w.mutating_calls().len(), changes, "no change on the second run: {:?}", &w.mutating_calls()[changes..]);
+    assert_eq!(
+        w.mutating_calls().len(),
+        changes,
+        "no change on the second run: {:?}",
+        &w.mutating_calls()[changes..]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,7 +299,10 @@ async fn bad_input_in_a_fleet_refuses_the_run_and_changes_nothing() {
     w.cloud.state.lock().unwrap().instances.get_mut(&terminated).unwrap().state = "terminated".into();
     let unknown: InstanceId = "i-0123456789abcdef0".parse().unwrap();
     let out = w.isolate(&[good.clone(), terminated.clone(), unknown.clone()]).await;
-    assert_eq!(out.iter().map(|o| o.status).collect::<Vec<_>>(), vec![Status::NotStarted, Status::Refused, Status::Refused]);
+    assert_eq!(
+        out.iter().map(|o| o.status).collect::<Vec<_>>(),
+        vec![Status::NotStarted, Status::Refused, Status::Refused]
+    );
     assert!(out[1].message.contains("terminated"), "{}", out[1].message);
     assert!(out[2].message.contains("not found"), "{}", out[2].message);
     assert!(w.mutating_calls().is_empty(), "{:?}", w.mutating_calls());
@@ -315,13 +354,17 @@ async fn release_restores_the_prior_state_exactly() {
     let released = w.release(&id).await;
     assert!(released.ok, "{released:#?}");
     let after = w.cloud.snapshot();
-    assert_eq!(w.cloud.eni_groups(&id), before.instances[&id].enis.iter().map(|e| before.enis[e].groups.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        w.cloud.eni_groups(&id),
+        before.instances[&id].enis.iter().map(|e| before.enis[e].groups.clone()).collect::<Vec<_>>()
+    );
     assert_eq!(after.instances[&id].attributes, before.instances[&id].attributes);
     assert_eq!(after.instances[&id].volumes, before.instances[&id].volumes);
     assert!(after.asgs["web"].instances.contains(&id));
     assert_eq!(after.target_groups, before.target_groups);
     assert_eq!(after.classic, before.classic);
-    let profiles: BTreeSet<_> = after.associations.iter().filter(|a| a.instance == id).map(|a| a.profile_arn.clone()).collect();
+    let profiles: BTreeSet<_> =
+        after.associations.iter().filter(|a| a.instance == id).map(|a| a.profile_arn.clone()).collect();
     assert_eq!(profiles, ["arn:aws:iam::111122223333:instance-profile/web".to_owned()].into());
     assert!(after.role_policies.is_empty(), "deny removed");
     assert_eq!(w.custody.actions().last(), Some(&Action::Released));

@@ -4,8 +4,8 @@
 //! through the member role.
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, IpPermission,
-    IpRange, LaunchTemplateSpecification, RequestLaunchTemplateData,
+    AttributeBooleanValue, BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification,
+    IpPermission, IpRange, LaunchTemplateSpecification, RequestLaunchTemplateData,
 };
 use cleanroom::aws::AccountClients;
 use cleanroom::ids::AccountId;
@@ -35,9 +35,17 @@ impl Service {
         let account = unique_account();
         seed::role(lab(), &account, &region(), seed::MEMBER_ROLE).await.unwrap();
         let c = clients(&account);
-        let vpc = c.ec2.create_vpc().cidr_block("10.20.0.0/16").amazon_provided_ipv6_cidr_block(true).send().await.unwrap();
+        let vpc = c
+            .ec2
+            .create_vpc()
+            .cidr_block("10.20.0.0/16")
+            .amazon_provided_ipv6_cidr_block(true)
+            .send()
+            .await
+            .unwrap();
         let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
-        let v6 = c.ec2.describe_vpcs().vpc_ids(&vpc).send().await.unwrap().vpcs()[0].ipv6_cidr_block_association_set()[0]
+        let v6 = c.ec2.describe_vpcs().vpc_ids(&vpc).send().await.unwrap().vpcs()[0]
+            .ipv6_cidr_block_association_set()[0]
             .ipv6_cidr_block()
             .unwrap()
             .to_owned();
@@ -56,7 +64,17 @@ impl Service {
             let c = &c;
             let vpc = &vpc;
             async move {
-                c.ec2.create_security_group().group_name(name).description(name).vpc_id(vpc).send().await.unwrap().group_id().unwrap().to_owned()
+                c.ec2
+                    .create_security_group()
+                    .group_name(name)
+                    .description(name)
+                    .vpc_id(vpc)
+                    .send()
+                    .await
+                    .unwrap()
+                    .group_id()
+                    .unwrap()
+                    .to_owned()
             }
         };
         let web_sg = sg("web").await;
@@ -65,7 +83,12 @@ impl Service {
             .authorize_security_group_ingress()
             .group_id(&web_sg)
             .ip_permissions(
-                IpPermission::builder().ip_protocol("tcp").from_port(80).to_port(80).ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build()).build(),
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(80)
+                    .to_port(80)
+                    .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+                    .build(),
             )
             .send()
             .await
@@ -80,8 +103,18 @@ impl Service {
             .subnet_id(&subnet)
             .security_group_ids(&web_sg)
             .instance_initiated_shutdown_behavior(aws_sdk_ec2::types::ShutdownBehavior::Terminate)
-            .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/xvda").ebs(EbsBlockDevice::builder().volume_size(8).delete_on_termination(true).build()).build())
-            .block_device_mappings(BlockDeviceMapping::builder().device_name("/dev/sdf").ebs(EbsBlockDevice::builder().volume_size(4).delete_on_termination(false).build()).build())
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/xvda")
+                    .ebs(EbsBlockDevice::builder().volume_size(8).delete_on_termination(true).build())
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name("/dev/sdf")
+                    .ebs(EbsBlockDevice::builder().volume_size(4).delete_on_termination(false).build())
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -104,12 +137,24 @@ impl Service {
             .await
             .unwrap();
         let eni1 = eni.network_interface().unwrap().network_interface_id().unwrap().to_owned();
-        c.ec2.attach_network_interface().network_interface_id(&eni1).instance_id(&instance).device_index(1).send().await.unwrap();
+        c.ec2
+            .attach_network_interface()
+            .network_interface_id(&eni1)
+            .instance_id(&instance)
+            .device_index(1)
+            .send()
+            .await
+            .unwrap();
         let d = c.ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
         let mut enis: Vec<(i32, String)> = d.reservations()[0].instances()[0]
             .network_interfaces()
             .iter()
-            .map(|n| (n.attachment().unwrap().device_index().unwrap(), n.network_interface_id().unwrap().to_owned()))
+            .map(|n| {
+                (
+                    n.attachment().unwrap().device_index().unwrap(),
+                    n.network_interface_id().unwrap().to_owned(),
+                )
+            })
             .collect();
         enis.sort();
         let enis: Vec<String> = enis.into_iter().map(|(_, e)| e).collect();
@@ -125,7 +170,13 @@ impl Service {
             .unwrap();
         let profile = c.iam.create_instance_profile().instance_profile_name("web").send().await.unwrap();
         let profile_arn = profile.instance_profile().unwrap().arn().to_owned();
-        c.iam.add_role_to_instance_profile().instance_profile_name("web").role_name(&role).send().await.unwrap();
+        c.iam
+            .add_role_to_instance_profile()
+            .instance_profile_name("web")
+            .role_name(&role)
+            .send()
+            .await
+            .unwrap();
         c.ec2
             .associate_iam_instance_profile()
             .instance_id(&instance)
@@ -138,7 +189,12 @@ impl Service {
             .ec2
             .create_launch_template()
             .launch_template_name("web")
-            .launch_template_data(RequestLaunchTemplateData::builder().image_id("ami-12345678").instance_type(aws_sdk_ec2::types::InstanceType::T3Micro).build())
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id("ami-12345678")
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -147,7 +203,11 @@ impl Service {
         c.autoscaling
             .create_auto_scaling_group()
             .auto_scaling_group_name(&asg)
-            .launch_template(aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder().launch_template_id(&lt).build())
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(&lt)
+                    .build(),
+            )
             .min_size(1)
             .max_size(4)
             .desired_capacity(1)
@@ -155,7 +215,13 @@ impl Service {
             .send()
             .await
             .unwrap();
-        c.autoscaling.attach_instances().auto_scaling_group_name(&asg).instance_ids(&instance).send().await.unwrap();
+        c.autoscaling
+            .attach_instances()
+            .auto_scaling_group_name(&asg)
+            .instance_ids(&instance)
+            .send()
+            .await
+            .unwrap();
         let tg = c
             .elbv2
             .create_target_group()
@@ -171,7 +237,12 @@ impl Service {
         c.elbv2
             .register_targets()
             .target_group_arn(&tg)
-            .targets(aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id(&instance).port(8080).build())
+            .targets(
+                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                    .id(&instance)
+                    .port(8080)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -179,7 +250,14 @@ impl Service {
         c.elb
             .create_load_balancer()
             .load_balancer_name(&clb)
-            .listeners(aws_sdk_elasticloadbalancing::types::Listener::builder().protocol("HTTP").load_balancer_port(80).instance_port(80).build().unwrap())
+            .listeners(
+                aws_sdk_elasticloadbalancing::types::Listener::builder()
+                    .protocol("HTTP")
+                    .load_balancer_port(80)
+                    .instance_port(80)
+                    .build()
+                    .unwrap(),
+            )
             .subnets(&subnet)
             .send()
             .await
@@ -187,7 +265,9 @@ impl Service {
         c.elb
             .register_instances_with_load_balancer()
             .load_balancer_name(&clb)
-            .instances(aws_sdk_elasticloadbalancing::types::Instance::builder().instance_id(&instance).build())
+            .instances(
+                aws_sdk_elasticloadbalancing::types::Instance::builder().instance_id(&instance).build(),
+            )
             .send()
             .await
             .unwrap();
@@ -202,7 +282,8 @@ impl Service {
             .network_interfaces()
             .iter()
             .map(|n| {
-                let mut g: Vec<String> = n.groups().iter().map(|g| g.group_id().unwrap().to_owned()).collect();
+                let mut g: Vec<String> =
+                    n.groups().iter().map(|g| g.group_id().unwrap().to_owned()).collect();
                 g.sort();
                 (n.attachment().unwrap().device_index().unwrap(), g)
             })
@@ -216,7 +297,8 @@ impl Service {
         let mut out = Vec::new();
         for e in &self.enis {
             let d = self.c.ec2.describe_network_interfaces().network_interface_ids(e).send().await.unwrap();
-            let mut g: Vec<String> = d.network_interfaces()[0].groups().iter().map(|g| g.group_id().unwrap().to_owned()).collect();
+            let mut g: Vec<String> =
+                d.network_interfaces()[0].groups().iter().map(|g| g.group_id().unwrap().to_owned()).collect();
             g.sort();
             out.push(g);
         }
@@ -285,27 +367,52 @@ impl Service {
             .send()
             .await
             .unwrap();
-        d.iam_instance_profile_associations().iter().find(|a| a.state().map(|s| s.as_str()) != Some("disassociated")).and_then(|a| a.iam_instance_profile()?.arn().map(str::to_owned))
+        d.iam_instance_profile_associations()
+            .iter()
+            .find(|a| a.state().map(|s| s.as_str()) != Some("disassociated"))
+            .and_then(|a| a.iam_instance_profile()?.arn().map(str::to_owned))
     }
 
     pub async fn in_asg(&self) -> bool {
-        let d = self.c.autoscaling.describe_auto_scaling_instances().instance_ids(&self.instance).send().await.unwrap();
+        let d = self
+            .c
+            .autoscaling
+            .describe_auto_scaling_instances()
+            .instance_ids(&self.instance)
+            .send()
+            .await
+            .unwrap();
         d.auto_scaling_instances().iter().any(|i| i.auto_scaling_group_name() == Some(self.asg.as_str()))
     }
 
     pub async fn asg_desired(&self) -> i32 {
-        let d = self.c.autoscaling.describe_auto_scaling_groups().auto_scaling_group_names(&self.asg).send().await.unwrap();
+        let d = self
+            .c
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.asg)
+            .send()
+            .await
+            .unwrap();
         d.auto_scaling_groups()[0].desired_capacity().unwrap()
     }
 
     pub async fn targets(&self) -> Vec<(String, Option<i32>)> {
         let d = self.c.elbv2.describe_target_health().target_group_arn(&self.tg).send().await.unwrap();
-        d.target_health_descriptions().iter().filter_map(|t| t.target()).map(|t| (t.id().unwrap_or_default().to_owned(), t.port())).collect()
+        d.target_health_descriptions()
+            .iter()
+            .filter_map(|t| t.target())
+            .map(|t| (t.id().unwrap_or_default().to_owned(), t.port()))
+            .collect()
     }
 
     pub async fn classic(&self) -> Vec<String> {
         let d = self.c.elb.describe_load_balancers().load_balancer_names(&self.clb).send().await.unwrap();
-        d.load_balancer_descriptions()[0].instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()
+        d.load_balancer_descriptions()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect()
     }
 
     pub async fn deny(&self, case: &str) -> Option<String> {
@@ -320,7 +427,10 @@ impl Service {
             .map(|p| {
                 // IAM answers URL-encoded documents.
                 let raw = p.policy_document().to_owned();
-                url::form_urlencoded::parse(format!("d={raw}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or(raw)
+                url::form_urlencoded::parse(format!("d={raw}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or(raw)
             })
     }
 }
@@ -367,8 +477,17 @@ async fn isolate_then_release_an_instance_with_two_enis_behind_a_service() {
     assert!(term.is_err(), "termination is refused");
     // The evidence holds the prior state.
     let key = format!("cases/{case}/evidence/{}/{}/containment-prior-state.json", s.account, s.instance);
-    let obj = f.clients().s3.get_object().bucket(f.config.forensics.evidence_bucket.as_str()).key(&key).send().await.unwrap();
-    let prior: serde_json::Value = serde_json::from_slice(&obj.body.collect().await.unwrap().into_bytes()).unwrap();
+    let obj = f
+        .clients()
+        .s3
+        .get_object()
+        .bucket(f.config.forensics.evidence_bucket.as_str())
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+    let prior: serde_json::Value =
+        serde_json::from_slice(&obj.body.collect().await.unwrap().into_bytes()).unwrap();
     assert_eq!(prior["enis"][1]["groups"].as_array().unwrap().len(), 2);
     assert_eq!(prior["profile"]["profile_arn"], s.profile_arn.as_str());
     assert_eq!(prior["auto_scaling_group"]["name"], "web");
@@ -387,14 +506,33 @@ async fn isolate_then_release_an_instance_with_two_enis_behind_a_service() {
         .unwrap();
     let mut actions = Vec::new();
     for o in records.contents() {
-        let body = f.clients().s3.get_object().bucket(f.config.forensics.evidence_bucket.as_str()).key(o.key().unwrap()).send().await.unwrap();
-        let r: serde_json::Value = serde_json::from_slice(&body.body.collect().await.unwrap().into_bytes()).unwrap();
-        if r["action"] != "evidence_stored" && r["action"] != "case_opened" && r["action"] != "containment_verified" {
+        let body = f
+            .clients()
+            .s3
+            .get_object()
+            .bucket(f.config.forensics.evidence_bucket.as_str())
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let r: serde_json::Value =
+            serde_json::from_slice(&body.body.collect().await.unwrap().into_bytes()).unwrap();
+        if r["action"] != "evidence_stored"
+            && r["action"] != "case_opened"
+            && r["action"] != "containment_verified"
+        {
             assert!(!r["aws_request_ids"].as_array().unwrap().is_empty(), "{r:#}");
         }
         actions.push(r["action"].as_str().unwrap().to_owned());
     }
-    for a in ["evidence_stored", "instance_protected", "service_detached", "network_isolated", "credentials_revoked", "containment_verified"] {
+    for a in [
+        "evidence_stored",
+        "instance_protected",
+        "service_detached",
+        "network_isolated",
+        "credentials_revoked",
+        "containment_verified",
+    ] {
         assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
     }
 
@@ -436,7 +574,15 @@ async fn plan_prints_every_call_and_changes_nothing() {
     assert!(!s.attr_termination().await);
     assert!(s.in_asg().await);
     assert_eq!(s.profile().await.as_deref(), Some(s.profile_arn.as_str()));
-    let objects = f.clients().s3.list_objects_v2().bucket(f.config.forensics.evidence_bucket.as_str()).prefix(format!("cases/{case}/")).send().await.unwrap();
+    let objects = f
+        .clients()
+        .s3
+        .list_objects_v2()
+        .bucket(f.config.forensics.evidence_bucket.as_str())
+        .prefix(format!("cases/{case}/"))
+        .send()
+        .await
+        .unwrap();
     assert!(objects.contents().is_empty(), "--plan writes nothing to the evidence bucket");
 }
 
@@ -446,24 +592,39 @@ async fn bad_input_is_refused_with_nothing_changed() {
     let s = Service::seed().await;
     let case = "IR-LAB-BAD";
     // A terminated instance.
-    let dead = s.c.ec2.run_instances().image_id("ami-12345678").min_count(1).max_count(1).send().await.unwrap();
+    let dead =
+        s.c.ec2.run_instances().image_id("ami-12345678").min_count(1).max_count(1).send().await.unwrap();
     let dead = dead.instances()[0].instance_id().unwrap().to_owned();
     s.c.ec2.terminate_instances().instance_ids(&dead).send().await.unwrap();
     let arn = |region: &str, account: &str, id: &str| format!("arn:aws:ec2:{region}:{account}:instance/{id}");
-    f.cleanroom(&["isolate", "--case", case, &arn(REGION, s.account.as_str(), &dead)]).expect_code(2).stdout_has("terminated");
+    f.cleanroom(&["isolate", "--case", case, &arn(REGION, s.account.as_str(), &dead)])
+        .expect_code(2)
+        .stdout_has("terminated");
     // An unknown id.
-    f.cleanroom(&["isolate", "--case", case, &arn(REGION, s.account.as_str(), "i-0123456789abcdef0")]).expect_code(2).stdout_has("not found");
+    f.cleanroom(&["isolate", "--case", case, &arn(REGION, s.account.as_str(), "i-0123456789abcdef0")])
+        .expect_code(2)
+        .stdout_has("not found");
     // The wrong region.
-    f.cleanroom(&["isolate", "--case", case, &arn("us-west-2", s.account.as_str(), &s.instance)]).expect_code(2).stdout_has("not found");
+    f.cleanroom(&["isolate", "--case", case, &arn("us-west-2", s.account.as_str(), &s.instance)])
+        .expect_code(2)
+        .stdout_has("not found");
     // An account whose member role cannot be assumed.
     let stranger = unique_account();
-    f.cleanroom(&["isolate", "--case", case, &arn(REGION, stranger.as_str(), &s.instance)]).expect_code(2).stdout_has(stranger.as_str());
+    f.cleanroom(&["isolate", "--case", case, &arn(REGION, stranger.as_str(), &s.instance)])
+        .expect_code(2)
+        .stdout_has(stranger.as_str());
     // Malformed.
     f.cleanroom(&["isolate", "--case", case, "i-nothex"]).expect_code(2).stderr_has("i- followed by 8 or 17");
     // A good instance beside a bad one: the whole run is refused before any change.
-    f.cleanroom(&["isolate", "--case", case, &s.arn, &arn(REGION, s.account.as_str(), "i-0123456789abcdef0")])
-        .expect_code(2)
-        .stdout_has("not started");
+    f.cleanroom(&[
+        "isolate",
+        "--case",
+        case,
+        &s.arn,
+        &arn(REGION, s.account.as_str(), "i-0123456789abcdef0"),
+    ])
+    .expect_code(2)
+    .stdout_has("not started");
     assert!(s.case_groups(case, "isolation").await.is_empty());
     assert!(s.case_groups(case, "allow-all").await.is_empty());
     assert!(!s.attr_termination().await);
@@ -477,8 +638,31 @@ async fn a_fleet_chosen_by_tag_in_the_callers_account() {
     let home: AccountId = cleanroom::lab::HOME_ACCOUNT.parse().unwrap();
     let c = clients(&home);
     let tag = format!("fleet-{}", unique_account());
-    let vpc = c.ec2.create_vpc().cidr_block("10.30.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_owned();
-    let subnet = c.ec2.create_subnet().vpc_id(&vpc).cidr_block("10.30.1.0/24").send().await.unwrap().subnet().unwrap().subnet_id().unwrap().to_owned();
+    let vpc = c
+        .ec2
+        .create_vpc()
+        .cidr_block("10.30.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_owned();
+    let subnet = c
+        .ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.30.1.0/24")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_owned();
     let run = c
         .ec2
         .run_instances()
@@ -496,7 +680,14 @@ async fn a_fleet_chosen_by_tag_in_the_callers_account() {
         .await
         .unwrap();
     assert_eq!(run.instances().len(), 3);
-    let out = f.cleanroom(&["--json", "isolate", "--case", "IR-LAB-FLEET", "--filter", &format!("tag:incident={tag}")]);
+    let out = f.cleanroom(&[
+        "--json",
+        "isolate",
+        "--case",
+        "IR-LAB-FLEET",
+        "--filter",
+        &format!("tag:incident={tag}"),
+    ]);
     out.success();
     let rows = out.json()["instances"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 3);

@@ -64,6 +64,8 @@ pub struct CustodyError(pub String);
 #[async_trait]
 pub trait CustodySink: Send + Sync {
     async fn record(&self, event: Event) -> Result<(), CustodyError>;
+    /// Stores the item and records its EvidenceStored custody event (as the evidence
+    /// store's case does); storing an id already stored returns it and writes nothing.
     async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError>;
     /// The item stored under `id`, if any (the prior state read back by reruns and release).
     async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError>;
@@ -106,6 +108,13 @@ impl CustodySink for MemoryCustody {
             version_id: None,
         };
         items.insert(item.id, (r.clone(), value.clone()));
+        self.events.lock().expect("custody lock").push(Event {
+            action: Action::EvidenceStored,
+            subject: item.subject,
+            evidence: vec![r.clone()],
+            aws_request_ids: vec![],
+            details: serde_json::json!({"name": item.name, "source": item.source, "method": item.method}),
+        });
         Ok(r)
     }
 
@@ -179,16 +188,12 @@ impl CustodySink for CaseCustody {
     }
 
     async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
-        let Some(r) = self.0.find_item(id).await.map_err(fail)? else {
+        // The chain was read when the case was opened: look the item up in memory
+        // rather than re-reading the chain tail once per instance of a fleet.
+        let Some(item) = self.0.items().await.into_iter().find(|i| i.id == id) else {
             return Ok(None);
         };
-        let item = self
-            .0
-            .items()
-            .await
-            .into_iter()
-            .find(|i| i.id == id)
-            .ok_or_else(|| CustodyError(format!("item {id} is recorded but not in the manifest")))?;
+        let r = item.evidence_ref();
         let bytes = self.0.read_item(&item).await.map_err(fail)?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;

@@ -375,16 +375,9 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
             method: "cleanroom isolate: captured before any change, for release".into(),
         };
         let value = serde_json::to_value(&prior).expect("prior state serialises");
+        // Storing the item records its own EvidenceStored custody event.
         let r = custody.store_json(item, &value).await?;
-        custody
-            .record(Event {
-                action: Action::EvidenceStored,
-                subject: subject.clone(),
-                evidence: vec![r.clone()],
-                aws_request_ids: vec![],
-                details: serde_json::json!({"what": "state containment will alter", "case": settings.case}),
-            })
-            .await?;
+        tracing::info!("{id}: prior state stored");
         Ok::<_, crate::isolate::custody::CustodyError>(r)
     };
     let groups = async {
@@ -442,6 +435,7 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         (net_calls, swaps),
     ) = futures::join!(changes, network);
     denied.extend(newly_denied);
+    tracing::info!("{id}: changes done");
     if swaps.iter().all(|(_, r)| *r == SwapResult::Isolated) && out.errors.is_empty() {
         out.isolated_after_ms = Some(start.elapsed().as_millis() as u64);
     }

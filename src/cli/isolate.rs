@@ -86,6 +86,7 @@ pub(crate) async fn resolve(
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
+    let started = tokio::time::Instant::now();
     let mut refs: Vec<InstanceRef> =
         args.instances.iter().map(|s| s.parse()).collect::<std::result::Result<_, _>>()?;
     let filters: Vec<(String, String)> = args
@@ -142,6 +143,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         plan_only: args.plan,
         now: now_rfc3339(),
         member_role: config.member.role_name.to_string(),
+        started: Some(started),
     };
     let outcomes = isolate(&settings, targets, custody, ctx.reporter.clone()).await;
     ctx.emit(

@@ -76,9 +76,17 @@ pub trait CustodySink: Send + Sync {
 pub struct MemoryCustody {
     pub events: Mutex<Vec<Event>>,
     pub items: Mutex<BTreeMap<String, (EvidenceRef, serde_json::Value)>>,
+    /// Virtual time a store takes: (sequential S3 calls, latency of each).
+    store_latency: Option<(u32, std::time::Duration)>,
 }
 
 impl MemoryCustody {
+    /// Each store takes `calls` sequential round trips of `latency` (the evidence
+    /// store's item write: PUT, read-back GET, HEAD, custody record PUT = 4).
+    pub fn with_store_latency(calls: u32, latency: std::time::Duration) -> Self {
+        Self { store_latency: Some((calls, latency)), ..Self::default() }
+    }
+
     pub fn actions(&self) -> Vec<Action> {
         self.events.lock().expect("custody lock").iter().map(|e| e.action).collect()
     }
@@ -96,6 +104,9 @@ impl CustodySink for MemoryCustody {
 
     async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
         use sha2::Digest;
+        if let Some((calls, latency)) = self.store_latency {
+            tokio::time::sleep(latency * calls).await;
+        }
         let mut items = self.items.lock().expect("custody lock");
         if let Some((r, _)) = items.get(&item.id) {
             return Ok(r.clone());

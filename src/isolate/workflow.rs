@@ -73,6 +73,8 @@ pub struct Settings {
     pub now: String,
     /// The role assumed in member accounts, for error messages.
     pub member_role: String,
+    /// When the command started (for `isolated_after_ms`); default: when the workflow starts.
+    pub started: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,7 +115,7 @@ pub struct Outcome {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub aws_request_ids: Vec<String>,
-    /// Milliseconds from the start of the run until the isolation group was on every ENI.
+    /// Milliseconds from the start of the command until the isolation group was on every ENI.
     pub isolated_after_ms: Option<u64>,
 }
 
@@ -169,7 +171,7 @@ pub async fn isolate(
     custody: Arc<dyn CustodySink>,
     reporter: Arc<dyn Reporter>,
 ) -> Vec<Outcome> {
-    let start = Instant::now();
+    let start = settings.started.unwrap_or_else(Instant::now);
     let concurrency = settings.concurrency.max(1);
     let prepared: Vec<(Arc<Scope>, InstanceId, Result<Prepared, Prep>)> = futures::stream::iter(targets)
         .map(|(scope, id)| {
@@ -218,17 +220,73 @@ pub async fn isolate(
             .collect();
     }
 
-    futures::stream::iter(prepared)
+    // Every prior state is stored before any instance changes (each store appends to
+    // the custody chain, so they are done together, not behind the change records),
+    // while the case's groups are readied.
+    let stored: Vec<(Arc<Scope>, InstanceId, Result<(Prepared, Ready), String>)> = futures::stream::iter(prepared)
         .map(|(scope, id, r)| {
             let custody = custody.clone();
+            async move {
+                let r = match r {
+                    Err(Prep::Refused(m) | Prep::Failed(m)) => Err(m),
+                    Ok(mut p) => {
+                        if p.plan.is_empty() && p.stored.is_some() {
+                            Ok((p, Ready::default()))
+                        } else {
+                            let registry = p.registry.clone();
+                            let plan = p.plan.clone();
+                            let cloud = p.scope.cloud.clone();
+                            let (stored, ready) = futures::join!(
+                                store_prior(settings, &mut p, custody.as_ref()),
+                                ready_groups(cloud.as_ref(), &registry, &plan)
+                            );
+                            match stored {
+                                Ok(()) => Ok((p, ready)),
+                                Err(e) => Err(format!(
+                                    "the prior state could not be stored, so nothing was changed on the instance: {e}"
+                                )),
+                            }
+                        }
+                    }
+                };
+                (scope, id, r)
+            }
+        })
+        .buffered(concurrency)
+        .collect()
+        .await;
+
+    // Changes run with bounded concurrency; as each instance is done its custody records
+    // are written and its containment proved, while the next instances change.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Acted, Outcome>>();
+    let acting = futures::stream::iter(stored)
+        .map(|(scope, id, r)| {
             let reporter = reporter.clone();
             async move {
                 match r {
-                    Err(Prep::Refused(m)) => Outcome::new(&scope, &id, Status::Refused, m),
-                    Err(Prep::Failed(m)) => Outcome::new(&scope, &id, Status::Failed, m),
-                    Ok(p) => {
+                    Err(m) => Err(Outcome::new(&scope, &id, Status::Failed, m)),
+                    Ok((p, ready)) => {
                         reporter.step(id.as_str(), "containing");
-                        let o = contain(settings, p, custody.as_ref(), start).await;
+                        Ok(act(settings, p, ready, start).await)
+                    }
+                }
+            }
+        })
+        .buffered(concurrency)
+        .for_each(move |a| {
+            let _ = tx.unbounded_send(a);
+            futures::future::ready(())
+        });
+    let finishing = rx
+        .map(|a| {
+            let custody = custody.clone();
+            let reporter = reporter.clone();
+            async move {
+                match a {
+                    Err(o) => o,
+                    Ok(acted) => {
+                        let id = acted.id.clone();
+                        let o = finish(settings, acted, custody.as_ref()).await;
                         match o.status {
                             Status::Failed => reporter.warn(id.as_str(), &o.message),
                             _ => reporter.done(id.as_str(), &o.message),
@@ -239,8 +297,9 @@ pub async fn isolate(
             }
         })
         .buffered(concurrency)
-        .collect()
-        .await
+        .collect::<Vec<Outcome>>();
+    let ((), outcomes) = futures::join!(acting, finishing);
+    outcomes
 }
 
 async fn prepare(
@@ -350,74 +409,94 @@ fn ids(calls: &[Call]) -> Vec<String> {
     calls.iter().filter_map(|c| c.request_id.clone()).collect()
 }
 
-async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, start: Instant) -> Outcome {
-    let Prepared { scope, id, obs, prior, stored, plan, registry, roles_denied: mut denied } = p;
+/// The prior state of `p` stored as evidence (recording EvidenceStored), unless a
+/// previous run stored it or nothing is to change.
+async fn store_prior(settings: &Settings, p: &mut Prepared, custody: &dyn CustodySink) -> Result<(), String> {
+    if p.stored.is_some() {
+        return Ok(());
+    }
+    let _ = settings;
+    let item = Item {
+        id: prior_state_item(&p.scope.account, &p.id),
+        account: p.scope.account.clone(),
+        subject: p.id.to_string(),
+        name: "containment-prior-state.json".into(),
+        source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
+        method: "cleanroom isolate: captured before any change, for release".into(),
+    };
+    let value = serde_json::to_value(&p.prior).expect("prior state serialises");
+    // Storing the item records its own EvidenceStored custody event.
+    let r = custody.store_json(item, &value).await.map_err(|e| e.to_string())?;
+    tracing::info!("{}: prior state stored", p.id);
+    p.stored = Some(r);
+    Ok(())
+}
+
+/// The case's groups one instance needs, ready before its changes start.
+#[derive(Default)]
+struct Ready {
+    groups: BTreeMap<(VpcId, Purpose), SecurityGroupId>,
+    calls: Vec<Call>,
+    errors: Vec<String>,
+}
+
+/// Finds or creates (once per VPC) the groups `plan` needs and makes them serve their
+/// purpose. Changes no instance, so it runs while the prior state is being stored.
+async fn ready_groups(cloud: &dyn Cloud, registry: &GroupRegistry, plan: &Plan) -> Ready {
+    let mut want = Vec::new();
+    for vpc in &plan.vpcs {
+        want.push((vpc.clone(), Purpose::Isolation));
+        if plan.needs_allow_all(vpc) {
+            want.push((vpc.clone(), Purpose::AllowAll));
+        }
+    }
+    let got = futures::future::join_all(want.iter().map(|(vpc, p)| registry.ensure(cloud, vpc, *p))).await;
+    let mut ready = Ready::default();
+    for ((vpc, p), r) in want.into_iter().zip(got) {
+        match r {
+            Ok((g, c)) => {
+                ready.groups.insert((vpc, p), g);
+                ready.calls.extend(c);
+            }
+            Err(e) => ready.errors.push(format!("{} group in {vpc}: {e}", p.tag())),
+        }
+    }
+    ready
+}
+
+/// What one instance's changes did, waiting to be recorded and verified.
+struct Acted {
+    scope: Arc<Scope>,
+    id: InstanceId,
+    prior: PriorState,
+    out: Outcome,
+    /// Nothing needed changing.
+    was_isolated: bool,
+    events: Vec<Event>,
+}
+
+/// Makes the changes of one instance whose prior state is stored: the case's groups,
+/// then protect, service and credentials beside the two-step swap. Records nothing.
+async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> Acted {
+    let Prepared { scope, id, obs, prior, stored, plan, registry: _, roles_denied: denied } = p;
+    let out = Outcome::new(&scope, &id, Status::Isolated, "");
+    let Some(evidence) = stored else {
+        let mut out = out;
+        out.status = Status::Failed;
+        out.message = "the prior state is not stored, so nothing was changed on the instance".into();
+        return Acted { scope, id, prior, out, was_isolated: false, events: vec![] };
+    };
+    if plan.is_empty() {
+        return Acted { scope, id, prior, out, was_isolated: true, events: vec![] };
+    }
+    let mut out = out;
     let cloud = scope.cloud.as_ref();
     let subject = instance_arn(&scope.region, &scope.account, &id);
-    let mut out = Outcome::new(&scope, &id, Status::Isolated, "");
 
-    if plan.is_empty() && stored.is_some() {
-        let checks = verify(settings, &scope, &id, &prior).await;
-        return finish_verified(out, checks, custody, &subject, true, &settings.case).await;
-    }
-
-    // Round 3 (and 4 for new groups): store the prior state, ready the groups.
-    let store = async {
-        if let Some(r) = &stored {
-            return Ok(r.clone());
-        }
-        let item = Item {
-            id: prior_state_item(&scope.account, &id),
-            account: scope.account.clone(),
-            subject: id.to_string(),
-            name: "containment-prior-state.json".into(),
-            source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
-            method: "cleanroom isolate: captured before any change, for release".into(),
-        };
-        let value = serde_json::to_value(&prior).expect("prior state serialises");
-        // Storing the item records its own EvidenceStored custody event.
-        let r = custody.store_json(item, &value).await?;
-        tracing::info!("{id}: prior state stored");
-        Ok::<_, crate::isolate::custody::CustodyError>(r)
-    };
-    let groups = async {
-        let mut want = Vec::new();
-        for vpc in &plan.vpcs {
-            want.push((vpc.clone(), Purpose::Isolation));
-            if plan.needs_allow_all(vpc) {
-                want.push((vpc.clone(), Purpose::AllowAll));
-            }
-        }
-        let got =
-            futures::future::join_all(want.iter().map(|(vpc, p)| registry.ensure(cloud, vpc, *p))).await;
-        let mut map: BTreeMap<(VpcId, Purpose), SecurityGroupId> = BTreeMap::new();
-        let mut calls = Vec::new();
-        let mut errors = Vec::new();
-        for ((vpc, p), r) in want.into_iter().zip(got) {
-            match r {
-                Ok((g, c)) => {
-                    map.insert((vpc, p), g);
-                    calls.extend(c);
-                }
-                Err(e) => errors.push(format!("{} group in {vpc}: {e}", p.tag())),
-            }
-        }
-        (map, calls, errors)
-    };
-    let (stored, (groups, group_calls, group_errors)) = futures::join!(store, groups);
-    let evidence = match stored {
-        Ok(r) => r,
-        Err(e) => {
-            out.status = Status::Failed;
-            out.message =
-                format!("the prior state could not be stored, so nothing was changed on the instance: {e}");
-            out.errors.push(e.to_string());
-            return out;
-        }
-    };
+    let Ready { groups, calls: group_calls, errors: group_errors } = ready;
     out.errors.extend(group_errors);
 
-    // Rounds 4-6: protect, service and credentials beside the two-step swap.
+    // Protect, service and credentials beside the two-step swap.
     let changes = async {
         futures::join!(
             crate::protect::protect(cloud, &id, &plan),
@@ -430,11 +509,10 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         (
             (protect_calls, protect_errors),
             (service_calls, service_errors),
-            (cred_calls, cred_errors, newly_denied),
+            (cred_calls, cred_errors, _newly_denied),
         ),
         (net_calls, swaps),
     ) = futures::join!(changes, network);
-    denied.extend(newly_denied);
     tracing::info!("{id}: changes done");
     if swaps.iter().all(|(_, r)| *r == SwapResult::Isolated) && out.errors.is_empty() {
         out.isolated_after_ms = Some(start.elapsed().as_millis() as u64);
@@ -445,10 +523,10 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         .map(|(eni, r)| format!("{eni}: {}", serde_json::to_string(r).unwrap_or_default()))
         .collect();
 
-    // Custody, in pipeline order, each with its request ids.
-    let mut network_calls = group_calls.clone();
+    // Custody events, in pipeline order, each with its request ids.
+    let mut network_calls = group_calls;
     network_calls.extend(net_calls.iter().cloned());
-    let events = [
+    let steps = [
         (
             Action::InstanceProtected,
             &protect_calls,
@@ -482,39 +560,54 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
             "roles": plan.deny_roles, "sessions_issued_before": settings.now }),
         ),
     ];
-    for (action, calls, errors, mut details) in events {
+    let mut events = Vec::new();
+    for (action, calls, errors, mut details) in steps {
         if calls.is_empty() && errors.is_empty() {
             continue;
         }
         details["calls"] = serde_json::json!(calls.iter().map(|c| c.operation.clone()).collect::<Vec<_>>());
         details["errors"] = serde_json::json!(errors);
-        let action = if errors.is_empty() { action } else { Action::ContainmentFailed };
-        if action == Action::ContainmentFailed {
-            details["step"] = serde_json::json!(format!("{:?}", events_name(calls)));
-        }
-        if let Err(e) = custody
-            .record(Event {
-                action,
-                subject: subject.clone(),
-                evidence: vec![evidence.clone()],
-                aws_request_ids: ids(calls),
-                details,
-            })
-            .await
-        {
-            out.errors.push(format!("custody record: {e}"));
-        }
+        let action = if errors.is_empty() {
+            action
+        } else {
+            details["step"] = serde_json::json!(format!("{action:?}"));
+            Action::ContainmentFailed
+        };
+        events.push(Event {
+            action,
+            subject: subject.clone(),
+            evidence: vec![evidence.clone()],
+            aws_request_ids: ids(calls),
+            details,
+        });
         out.aws_request_ids.extend(ids(calls));
     }
     out.errors.extend(protect_errors);
     out.errors.extend(service_errors);
     out.errors.extend(swap_failures);
     out.errors.extend(cred_errors);
+    Acted { scope, id, prior, out, was_isolated: false, events }
+}
 
-    // Prove it, and say who else the deny hits.
+/// Records what `act` did, proves it with a fresh read, records the proof, and says
+/// who else the deny hits.
+async fn finish(settings: &Settings, acted: Acted, custody: &dyn CustodySink) -> Outcome {
+    let Acted { scope, id, prior, mut out, was_isolated, events } = acted;
+    if out.status == Status::Failed {
+        return out;
+    }
+    let cloud = scope.cloud.as_ref();
+    let subject = instance_arn(&scope.region, &scope.account, &id);
+    for e in events {
+        if let Err(e) = custody.record(e).await {
+            out.errors.push(format!("custody record: {e}"));
+        }
+    }
     let (checks, shared) = futures::join!(
         verify(settings, &scope, &id, &prior),
-        shared_role_users(cloud, &id, &prior.profile_roles)
+        async {
+            if was_isolated { Ok(vec![]) } else { shared_role_users(cloud, &id, &prior.profile_roles).await }
+        }
     );
     match shared {
         Ok(others) if !others.is_empty() => out.warnings.push(format!(
@@ -525,11 +618,7 @@ async fn contain(settings: &Settings, p: Prepared, custody: &dyn CustodySink, st
         Ok(_) => {}
         Err(e) => out.warnings.push(format!("could not list other instances sharing the role: {e}")),
     }
-    finish_verified(out, checks, custody, &subject, false, &settings.case).await
-}
-
-fn events_name(calls: &[Call]) -> Vec<String> {
-    calls.iter().map(|c| c.operation.clone()).collect()
+    finish_verified(out, checks, custody, &subject, was_isolated, &settings.case).await
 }
 
 async fn finish_verified(

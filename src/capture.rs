@@ -110,7 +110,7 @@ impl LbIndex {
 
 /// Lists every target group and classic load balancer, then reads the targets of every
 /// target group (in parallel): two round trips.
-pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>) -> CloudResult<LbIndex> {
+pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>, with_classic: bool) -> CloudResult<LbIndex> {
     let (groups, classic) = futures::join!(
         async {
             match only {
@@ -118,7 +118,9 @@ pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>) -> CloudResult
                 None => retry(|| cloud.target_groups()).await,
             }
         },
-        retry(|| cloud.classic_balancers())
+        async {
+            if with_classic { retry(|| cloud.classic_balancers()).await } else { Ok(vec![]) }
+        }
     );
     let groups = groups?;
     let mut index = LbIndex::default();
@@ -204,16 +206,20 @@ pub async fn observe_details(
 }
 
 /// Observes one instance completely (used by verification and release, where the
-/// load-balancer index is read fresh for the target groups that matter).
+/// load-balancer index is read fresh for the target groups that matter, and classic
+/// load balancers only when the instance was registered with one).
 pub async fn observe(
     cloud: &dyn Cloud,
     account: &AccountId,
     region: &Region,
     id: &InstanceId,
     target_groups: &[String],
+    with_classic: bool,
 ) -> Result<Observed, ObserveError> {
-    let (first, lb) =
-        futures::join!(observe_instance(cloud, account, region, id), lb_index(cloud, Some(target_groups)));
+    let (first, lb) = futures::join!(
+        observe_instance(cloud, account, region, id),
+        lb_index(cloud, Some(target_groups), with_classic)
+    );
     let (instance, attributes, profile, asg) = first?;
     let (profile_roles, asg) = observe_details(cloud, profile.as_ref(), asg.as_deref()).await?;
     let lb = lb?;

@@ -266,7 +266,7 @@ async fn read(
     let cloud = scope.cloud.as_ref();
     let tgs: Vec<String> = prior.target_groups.iter().map(|t| t.target_group_arn.clone()).collect();
     let (now, denied) = futures::join!(
-        observe(cloud, &scope.account, &scope.region, id, &tgs),
+        observe(cloud, &scope.account, &scope.region, id, &tgs, !prior.classic_load_balancers.is_empty()),
         denied_roles(cloud, case, &prior.profile_roles)
     );
     let now = now.map_err(|e| match e {

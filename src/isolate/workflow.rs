@@ -40,15 +40,24 @@ pub struct Scope {
     pub cloud: Arc<dyn Cloud>,
     lb: OnceCell<LbIndex>,
     registry: OnceCell<Arc<GroupRegistry>>,
+    /// VPCs whose CreateSecurityGroup permission one instance already checks.
+    group_checks: std::sync::Mutex<BTreeSet<VpcId>>,
 }
 
 impl Scope {
     pub fn new(account: AccountId, region: Region, cloud: Arc<dyn Cloud>) -> Arc<Self> {
-        Arc::new(Self { account, region, cloud, lb: OnceCell::new(), registry: OnceCell::new() })
+        Arc::new(Self {
+            account,
+            region,
+            cloud,
+            lb: OnceCell::new(),
+            registry: OnceCell::new(),
+            group_checks: Default::default(),
+        })
     }
 
     async fn lb(&self) -> Result<&LbIndex, AwsError> {
-        self.lb.get_or_try_init(|| lb_index(self.cloud.as_ref(), None)).await
+        self.lb.get_or_try_init(|| lb_index(self.cloud.as_ref(), None, true)).await
     }
 
     async fn registry(&self, case: &CaseId) -> Result<Arc<GroupRegistry>, Prep> {
@@ -339,9 +348,10 @@ async fn prepare(
         }
         let vpcs: BTreeSet<VpcId> = instance.enis.iter().map(|e| e.vpc.clone()).collect();
         for vpc in &vpcs {
-            if registry.found().get(vpc, Purpose::Isolation).is_none()
-                || registry.found().get(vpc, Purpose::AllowAll).is_none()
-            {
+            let missing = registry.found().get(vpc, Purpose::Isolation).is_none()
+                || registry.found().get(vpc, Purpose::AllowAll).is_none();
+            // Once per VPC and run: the permission does not depend on the instance.
+            if missing && scope.group_checks.lock().expect("checks lock").insert(vpc.clone()) {
                 checks.push(DryRun::CreateSecurityGroup(vpc.clone()));
             }
         }
@@ -850,7 +860,7 @@ pub async fn verify(
         t
     };
     let (obs, groups, denied, asg) = futures::join!(
-        observe(cloud, &scope.account, &scope.region, id, &tgs),
+        observe(cloud, &scope.account, &scope.region, id, &tgs, !prior.classic_load_balancers.is_empty()),
         retry(|| cloud.case_groups(&settings.case)),
         roles_denied(cloud, &settings.case, &prior.profile_roles),
         async {

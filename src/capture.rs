@@ -110,7 +110,11 @@ impl LbIndex {
 
 /// Lists every target group and classic load balancer, then reads the targets of every
 /// target group (in parallel): two round trips.
-pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>, with_classic: bool) -> CloudResult<LbIndex> {
+pub async fn lb_index(
+    cloud: &dyn Cloud,
+    only: Option<&[String]>,
+    with_classic: bool,
+) -> CloudResult<LbIndex> {
     let (groups, classic) = futures::join!(
         async {
             match only {
@@ -118,9 +122,7 @@ pub async fn lb_index(cloud: &dyn Cloud, only: Option<&[String]>, with_classic: 
                 None => retry(|| cloud.target_groups()).await,
             }
         },
-        async {
-            if with_classic { retry(|| cloud.classic_balancers()).await } else { Ok(vec![]) }
-        }
+        async { if with_classic { retry(|| cloud.classic_balancers()).await } else { Ok(vec![]) } }
     );
     let groups = groups?;
     let mut index = LbIndex::default();

@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::{
 
 use super::error::AwsErrorKind;
 use super::{AccountClients, AwsError};
-use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId, VpcId};
+use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId};
 use crate::isolate::cloud::{
     Attributes, Call, CloudResult, DryRun, Ec2, Eni, Group, Instance, NewGroup, ProfileAssociation, Purpose,
     Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
@@ -245,14 +245,6 @@ impl Ec2 for AccountClients {
             }
         }
         Ok(groups)
-    }
-
-    async fn vpc_has_ipv6(&self, vpc: &VpcId) -> CloudResult<bool> {
-        let out = self.ec2.describe_vpcs().vpc_ids(vpc.as_str()).send().await.map_err(err("DescribeVpcs"))?;
-        let v = out.vpcs().first().ok_or_else(|| missing("ec2", "DescribeVpcs", "Vpc"))?;
-        Ok(v.ipv6_cidr_block_association_set().iter().any(|a| {
-            a.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str()) != Some("disassociated")
-        }))
     }
 
     async fn dry_run(&self, check: &DryRun) -> CloudResult<()> {
@@ -547,6 +539,6 @@ mod tests {
     #[test]
     fn the_tag_constants_are_what_the_filters_use() {
         assert_eq!(filter("tag:cleanroom:case", &["C"]).name(), Some("tag:cleanroom:case"));
-        let _ = (VpcId::KIND, TAG_CASE);
+        assert_eq!(TAG_CASE, "cleanroom:case");
     }
 }

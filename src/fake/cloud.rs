@@ -417,11 +417,6 @@ impl Ec2 for FakeCloud {
             .collect())
     }
 
-    async fn vpc_has_ipv6(&self, vpc: &VpcId) -> CloudResult<bool> {
-        self.enter("DescribeVpcs", vpc.to_string()).await?;
-        Ok(self.state.lock().expect("state lock").vpc_ipv6.get(vpc).copied().unwrap_or(false))
-    }
-
     async fn dry_run(&self, check: &DryRun) -> CloudResult<()> {
         self.enter(&format!("DryRun:{}", check.operation()), format!("{check:?}")).await.map(|_| ())
     }

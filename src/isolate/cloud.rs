@@ -226,7 +226,6 @@ pub trait Ec2: Send + Sync {
     async fn all_profile_associations(&self) -> CloudResult<Vec<ProfileAssociation>>;
     /// Security groups carrying `cleanroom:case` = `case`, in every VPC.
     async fn case_groups(&self, case: &CaseId) -> CloudResult<Vec<Group>>;
-    async fn vpc_has_ipv6(&self, vpc: &VpcId) -> CloudResult<bool>;
     /// Succeeds when the DryRun says the call would have been allowed.
     async fn dry_run(&self, check: &DryRun) -> CloudResult<()>;
     async fn create_group(&self, group: &NewGroup) -> CloudResult<(SecurityGroupId, Call)>;

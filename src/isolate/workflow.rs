@@ -60,11 +60,12 @@ impl Scope {
         self.lb.get_or_try_init(|| lb_index(self.cloud.as_ref(), None, true)).await
     }
 
-    async fn registry(&self, case: &CaseId) -> Result<Arc<GroupRegistry>, Prep> {
+    async fn registry(&self, case: &CaseId, role: &str) -> Result<Arc<GroupRegistry>, Prep> {
         self.registry
             .get_or_try_init(|| async {
-                let found =
-                    retry(|| self.cloud.case_groups(case)).await.map_err(|e| classify(&self.account, e))?;
+                let found = retry(|| self.cloud.case_groups(case))
+                    .await
+                    .map_err(|e| classify(&self.account, role, e))?;
                 let groups = CaseGroups::index(case, &found).map_err(|e| Prep::Refused(e.to_string()))?;
                 Ok(Arc::new(GroupRegistry::new(case.clone(), groups)))
             })
@@ -154,9 +155,11 @@ enum Prep {
     Failed(String),
 }
 
-fn classify(account: &AccountId, e: AwsError) -> Prep {
+fn classify(account: &AccountId, role: &str, e: AwsError) -> Prep {
     match e.kind {
-        AwsErrorKind::Credentials => Prep::Refused(format!("cannot act in account {account}: {e}")),
+        AwsErrorKind::Credentials => Prep::Refused(format!(
+            "cannot act in account {account}: {e}\nfix: check that role {role} exists there and trusts the caller"
+        )),
         AwsErrorKind::AccessDenied => Prep::Refused(format!("not permitted in account {account}: {e}")),
         _ => Prep::Failed(e.to_string()),
     }
@@ -232,7 +235,7 @@ pub async fn isolate(
     // Every prior state is stored before any instance changes (each store appends to
     // the custody chain, so they are done together, not behind the change records),
     // while the case's groups are readied.
-    let stored: Vec<(Arc<Scope>, InstanceId, Result<(Prepared, Ready), String>)> = futures::stream::iter(prepared)
+    let stored: Vec<Staged> = futures::stream::iter(prepared)
         .map(|(scope, id, r)| {
             let custody = custody.clone();
             async move {
@@ -324,11 +327,11 @@ async fn prepare(
         // Round 1.
         let (first, registry, loaded) = futures::join!(
             observe_instance(cloud, account, &scope.region, &id),
-            scope.registry(&settings.case),
+            scope.registry(&settings.case, &settings.member_role),
             custody.load_json(&item)
         );
         let (instance, attributes, profile, asg_name) = first.map_err(|e| match e {
-            ObserveError::Aws(e) => classify(account, e),
+            ObserveError::Aws(e) => classify(account, &settings.member_role, e),
             other => Prep::Refused(other.to_string()),
         })?;
         let registry = registry?;
@@ -362,7 +365,7 @@ async fn prepare(
             futures::future::join_all(checks.iter().map(|c| retry(|| cloud.dry_run(c)))),
             roles_denied(cloud, &settings.case, &known_roles)
         );
-        let (profile_roles, asg) = details.map_err(|e| classify(account, e))?;
+        let (profile_roles, asg) = details.map_err(|e| classify(account, &settings.member_role, e))?;
         for (c, r) in checks.iter().zip(dry) {
             if let Err(e) = r {
                 return Err(match e.kind {
@@ -371,16 +374,16 @@ async fn prepare(
                         c.operation(),
                         c.operation()
                     )),
-                    _ => classify(account, e),
+                    _ => classify(account, &settings.member_role, e),
                 });
             }
         }
-        let denied = denied.map_err(|e| classify(account, e))?;
+        let denied = denied.map_err(|e| classify(account, &settings.member_role, e))?;
         Ok((instance, attributes, profile, profile_roles, asg, registry, loaded, denied))
     };
     let (reads, lb) = futures::join!(reads, scope.lb());
     let (instance, attributes, profile, profile_roles, asg, registry, loaded, denied) = reads?;
-    let lb = lb.map_err(|e| classify(account, e))?;
+    let lb = lb.map_err(|e| classify(account, &settings.member_role, e))?;
     let obs = Observed {
         targets: lb.targets_of(&id),
         classic: lb.classic_of(&id),
@@ -473,6 +476,9 @@ async fn ready_groups(cloud: &dyn Cloud, registry: &GroupRegistry, plan: &Plan) 
     }
     ready
 }
+
+/// An instance after the store stage: ready to change, or why not.
+type Staged = (Arc<Scope>, InstanceId, Result<(Prepared, Ready), String>);
 
 /// What one instance's changes did, waiting to be recorded and verified.
 struct Acted {
@@ -613,12 +619,9 @@ async fn finish(settings: &Settings, acted: Acted, custody: &dyn CustodySink) ->
             out.errors.push(format!("custody record: {e}"));
         }
     }
-    let (checks, shared) = futures::join!(
-        verify(settings, &scope, &id, &prior),
-        async {
-            if was_isolated { Ok(vec![]) } else { shared_role_users(cloud, &id, &prior.profile_roles).await }
-        }
-    );
+    let (checks, shared) = futures::join!(verify(settings, &scope, &id, &prior), async {
+        if was_isolated { Ok(vec![]) } else { shared_role_users(cloud, &id, &prior.profile_roles).await }
+    });
     match shared {
         Ok(others) if !others.is_empty() => out.warnings.push(format!(
             "the deny on role(s) {} also cuts the older sessions of other instances using them: {}",

@@ -30,7 +30,11 @@ impl AutoScaling for AccountClients {
         Ok(out
             .auto_scaling_instances()
             .iter()
-            .find(|i| i.instance_id() == Some(id.as_str()))
+            // A detached instance shows as Detaching (then Detached) for a while.
+            .find(|i| {
+                i.instance_id() == Some(id.as_str())
+                    && !matches!(i.lifecycle_state(), Some("Detaching" | "Detached"))
+            })
             .and_then(|i| i.auto_scaling_group_name().map(str::to_owned)))
     }
 

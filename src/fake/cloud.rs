@@ -65,6 +65,7 @@ struct Faults {
     /// (operation, substring of the call's detail, remaining failures or None = always)
     fail: Vec<(String, Option<String>, Option<u32>)>,
     crash_after: Option<usize>,
+    denied: Vec<String>,
     calls: usize,
 }
 
@@ -132,6 +133,11 @@ impl FakeCloud {
         ));
     }
 
+    /// Every call of `operation` is refused as UnauthorizedOperation (a missing permission).
+    pub fn deny(&self, operation: &str) {
+        self.faults.lock().expect("faults lock").denied.push(operation.into());
+    }
+
     /// Every call after the `calls`-th fails, as if the process had died there.
     pub fn crash_after(&self, calls: usize) {
         let mut f = self.faults.lock().expect("faults lock");
@@ -176,6 +182,13 @@ impl FakeCloud {
             let n = f.calls;
             if f.crash_after.is_some_and(|k| n > k) {
                 Err(fault(operation, AwsErrorKind::Other, "FakeCrash", "the process stopped here"))
+            } else if f.denied.iter().any(|d| d == operation) {
+                Err(fault(
+                    operation,
+                    AwsErrorKind::AccessDenied,
+                    "UnauthorizedOperation",
+                    "You are not authorized to perform this operation.",
+                ))
             } else if let Some(t) = f.throttle.get_mut(operation).filter(|t| **t > 0) {
                 *t -= 1;
                 Err(fault(

@@ -310,6 +310,22 @@ async fn bad_input_in_a_fleet_refuses_the_run_and_changes_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refused_dry_run_stops_everything_before_the_first_change() {
+    let w = World::new(FakeCloud::new());
+    let id = w.cloud.seed_service_instance();
+    w.cloud.deny("DryRun:ModifyNetworkInterfaceAttribute");
+    let out = w.isolate(std::slice::from_ref(&id)).await;
+    assert_status(&out, Status::Refused);
+    assert!(
+        out[0].message.contains("DryRun permission check of ModifyNetworkInterfaceAttribute refused"),
+        "{}",
+        out[0].message
+    );
+    assert!(w.mutating_calls().is_empty(), "{:?}", w.mutating_calls());
+    assert!(w.custody.events().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fleet_in_one_vpc_shares_one_isolation_group() {
     let w = World::new(FakeCloud::new());
     let first = w.cloud.seed_service_instance();

@@ -521,7 +521,8 @@ async fn isolate_then_release_an_instance_with_two_enis_behind_a_service() {
             && r["action"] != "case_opened"
             && r["action"] != "containment_verified"
         {
-            assert!(!r["aws_request_ids"].as_array().unwrap().is_empty(), "{r:#}");
+            let ids = r["aws_request_ids"].as_array().unwrap();
+            assert!(!ids.is_empty(), "{r:#}");
         }
         actions.push(r["action"].as_str().unwrap().to_owned());
     }

@@ -97,6 +97,8 @@ impl VerifyReport {
 #[derive(Debug, Clone)]
 pub struct LoadedCase {
     pub case_file: CaseFile,
+    /// `sha256:` of case.json as read.
+    pub case_file_sha256: String,
     /// (seq from key, key, record if parseable), by key order.
     pub records: Vec<(u64, String, Option<CustodyRecord>)>,
     pub chain_findings: Vec<ChainFinding>,
@@ -171,7 +173,8 @@ pub async fn load_case(store: &dyn ObjectStore, case: &CaseId) -> Result<LoadedC
     records.sort_by_key(|r| r.0);
     let links: Vec<(u64, Option<CustodyRecord>)> = records.iter().map(|(s, _, r)| (*s, r.clone())).collect();
     custody::check_links(case, &links, &mut chain_findings);
-    Ok(LoadedCase { case_file, records, chain_findings, other_keys })
+    let case_file_sha256 = sha256_tagged(&bytes);
+    Ok(LoadedCase { case_file, case_file_sha256, records, chain_findings, other_keys })
 }
 
 /// Verifies `case` in `store`. Errors only when the case cannot be read at all;
@@ -229,6 +232,28 @@ pub async fn verify_case(
                 problem: format!("has {objects} versions; the tool writes each key once (a new version was written over it)"),
             });
         }
+    }
+
+    // case.json must be the one the first record names.
+    let case_k = case_key(case_str);
+    match loaded.chain().next().filter(|r| r.action == Action::CaseOpened).and_then(|r| r.evidence.first()) {
+        Some(opened) if opened.sha256 == loaded.case_file_sha256 => {}
+        Some(opened) => findings.push(Finding {
+            what: "case",
+            location: case_k.clone(),
+            problem: format!(
+                "case.json is {}, the case_opened record says {} (replaced)",
+                loaded.case_file_sha256, opened.sha256
+            ),
+        }),
+        None => findings.push(Finding {
+            what: "custody",
+            location: case_k.clone(),
+            problem: "the chain does not start with a case_opened record naming case.json".into(),
+        }),
+    }
+    if locks && let Some(p) = lock_problem(store, &case_k, None, expected_mode, None, now).await? {
+        findings.push(Finding { what: "lock", location: case_k.clone(), problem: p });
     }
 
     // Custody records: locks.
@@ -361,7 +386,6 @@ pub async fn verify_case(
     // no record names was written outside the tool, or its record was removed.
     let mut referenced: std::collections::BTreeSet<&str> =
         loaded.chain().flat_map(|r| r.evidence.iter().map(|e| e.s3_key.as_str())).collect();
-    let case_k = case_key(case_str);
     referenced.insert(&case_k);
     let all_keys =
         store.list(&format!("cases/{case_str}/")).await.map_err(EvidenceError::store("listing the case"))?;

@@ -103,7 +103,28 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         },
         Step {
             title: "report for legal",
-            args: vec!["report".into(), "--case".into(), case_s.clone(), "--format".into(), "html".into()],
+            args: vec![
+                "report".into(),
+                "--case".into(),
+                case_s.clone(),
+                "--format".into(),
+                "html".into(),
+                "--output".into(),
+                out.join("report.html").to_string_lossy().into_owned(),
+            ],
+            ok: &[0],
+        },
+        Step {
+            title: "report for the case file (Markdown)",
+            args: vec![
+                "report".into(),
+                "--case".into(),
+                case_s.clone(),
+                "--format".into(),
+                "md".into(),
+                "--output".into(),
+                out.join("report.md").to_string_lossy().into_owned(),
+            ],
             ok: &[0],
         },
         Step { title: "list cases", args: vec!["cases".into()], ok: &[0] },
@@ -125,7 +146,6 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
             .arg(&config)
             .args(&step.args)
             .envs(lab.env(REGION))
-            .env("CLEANROOM_REPORT_DIR", &out)
             .output()
             .map_err(|e| Error::failed(format!("cannot run step {}: {e}", step.title)))?;
         let stdout = String::from_utf8_lossy(&output.stdout);

@@ -26,7 +26,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let config = ctx.load_config()?;
     let examiner = ctx.examiner(&config)?;
     let aws = ctx.connect(&config, &format!("report-{}", args.case)).await;
-    // Opening seals nothing by itself; the report describes the sealed manifest.
+    // A report never creates a case: refuse (exit 2) when there is none.
+    let store = crate::evidence::evidence_store(&aws, &config).await;
+    crate::verify::load_case(store.as_ref(), &args.case).await?;
     let case = crate::evidence::open_case(&aws, &config, &args.case, &examiner).await?;
     case.seal().await?;
     let loaded = crate::verify::load_case(case.store().as_ref(), &args.case).await?;

@@ -700,7 +700,7 @@ impl Case {
         })
     }
 
-    /// Streams every stored item's bytes through `f` (used by tests and tools).
+    /// Reads one item's bytes (by version id) into memory: for small items and tests.
     pub async fn read_item(&self, item: &ManifestItem) -> Result<Vec<u8>, EvidenceError> {
         let mut body = self
             .inner

@@ -69,11 +69,14 @@ pub fn composite_sha256(part_digests: &[Vec<u8>]) -> String {
     format!("{}-{}", b64(&h.finalize()), part_digests.len())
 }
 
+/// The thread computing per-part SHA-256 digests, and its queue.
+type PartHasher = (mpsc::Sender<Bytes>, JoinHandle<Vec<Vec<u8>>>);
+
 /// SHA-256, SHA-1 and MD5 over one stream, each on its own thread.
 pub struct MultiHasher {
     senders: Vec<mpsc::Sender<Bytes>>,
     threads: Vec<JoinHandle<String>>,
-    parts: Option<(mpsc::Sender<Bytes>, JoinHandle<Vec<Vec<u8>>>)>,
+    parts: Option<PartHasher>,
     size: u64,
 }
 

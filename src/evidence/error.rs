@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::custody::ChainFinding;
-use super::store::{StoreError, StoreErrorKind};
+use super::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -57,9 +57,6 @@ impl EvidenceError {
             EvidenceError::InvalidItem { .. }
             | EvidenceError::CaseMissing { .. }
             | EvidenceError::TooLarge { .. } => true,
-            EvidenceError::Store { source, .. } => {
-                matches!(source.kind, StoreErrorKind::AccessDenied) && source.operation.starts_with("Head")
-            }
             EvidenceError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             _ => false,
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::digest::{self, Digests, MultiHasher, b64, composite_sha256, sha256_raw};
@@ -23,8 +23,9 @@ pub const SINGLE_PUT_MAX: u64 = 16 << 20;
 pub const MIN_PART_SIZE: u64 = 16 << 20;
 /// S3 allows at most 10,000 parts per upload.
 pub const MAX_PARTS: u64 = 10_000;
-/// S3's largest object (5 TiB... since 2025, 48.8 TiB; we keep the documented 5 TiB
-/// limit of single-part-size * parts that all regions support).
+/// Largest object we write: 5 TiB, the limit every region documents (REFERENCE.md notes
+/// larger objects are announced; not relied on until checked). At 10,000 parts that
+/// is 525 MiB parts, well under S3's 5 GiB part limit.
 pub const MAX_OBJECT: u64 = 5 << 40;
 /// Parts in flight at once. Memory is about (PART_CONCURRENCY + READ_AHEAD +
 /// HASH_QUEUE + 1) parts: 4 + 1 + 2 + 1 = 8 x 16 MiB = 128 MiB at the default size.
@@ -164,7 +165,7 @@ pub(crate) async fn read_hash(
     Ok((d, version))
 }
 
-pub(crate) async fn hash_stream(
+pub async fn hash_stream(
     store: &dyn ObjectStore,
     key: &str,
     version_id: Option<&str>,
@@ -267,24 +268,42 @@ pub(crate) async fn store_file(
             adopted: true,
         });
     }
-    multipart(store, key, path, size, content_type, lock, reporter).await
+    multipart(store, key, path, content_type, lock, reporter).await
 }
 
-async fn multipart(
+/// A completed multipart upload, before any read-back.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub digests: Digests,
+    pub part_digests: Vec<Vec<u8>>,
+    pub composite: String,
+    pub written: super::store::Written,
+    pub part_size: u64,
+}
+
+/// Uploads `path` as one multipart object: parts read once, sent [`PART_CONCURRENCY`]
+/// at a time with their SHA-256 checksums; with `digests`, the same parts also feed
+/// the SHA-256/SHA-1/MD5 threads. No read-back: callers do that (the benchmark
+/// compares this with and without `digests`).
+pub async fn send_multipart(
     store: Arc<dyn ObjectStore>,
     key: &str,
     path: &Path,
-    size: u64,
     content_type: &'static str,
-    lock: ObjectLock,
+    lock: &ObjectLock,
+    digests: bool,
     reporter: &dyn Reporter,
-) -> Result<Stored, EvidenceError> {
+) -> Result<Sent, EvidenceError> {
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| EvidenceError::Io { path: path.to_owned(), source })?
+        .len();
     let part_size = part_size_for(size);
     let upload_id = store
-        .create_multipart(key, content_type, &lock)
+        .create_multipart(key, content_type, lock)
         .await
         .map_err(EvidenceError::store(format!("starting the upload of {key}")))?;
-    let result = upload_parts(store.clone(), key, &upload_id, path, size, part_size, reporter).await;
+    let result = upload_parts(store.clone(), key, &upload_id, path, size, digests, reporter).await;
     let (digests, parts) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -302,7 +321,7 @@ async fn multipart(
         })
         .collect();
     let composite = composite_sha256(&part_digests);
-    let w = match store.complete_multipart(key, &upload_id, &parts, true).await {
+    let written = match store.complete_multipart(key, &upload_id, &parts, true).await {
         Ok(w) => w,
         Err(e) => {
             if let Err(abort) = store.abort_multipart(key, &upload_id).await {
@@ -311,6 +330,19 @@ async fn multipart(
             return Err(EvidenceError::store(format!("completing the upload of {key}"))(e));
         }
     };
+    Ok(Sent { digests, part_digests, composite, written, part_size })
+}
+
+async fn multipart(
+    store: Arc<dyn ObjectStore>,
+    key: &str,
+    path: &Path,
+    content_type: &'static str,
+    lock: ObjectLock,
+    reporter: &dyn Reporter,
+) -> Result<Stored, EvidenceError> {
+    let Sent { digests, part_digests, composite, written: w, part_size } =
+        send_multipart(store.clone(), key, path, content_type, &lock, true, reporter).await?;
     if let Some(stored) = &w.checksum_sha256
         && stored != &composite
         && stored.split('-').next() != composite.split('-').next()
@@ -371,9 +403,10 @@ async fn upload_parts(
     upload_id: &str,
     path: &Path,
     size: u64,
-    part_size: u64,
+    digests: bool,
     reporter: &dyn Reporter,
 ) -> Result<(Digests, Vec<Part>), EvidenceError> {
+    let part_size = part_size_for(size);
     let (tx, rx) = mpsc::channel::<(i32, Bytes)>(READ_AHEAD);
     let reader_path = path.to_owned();
     let reader = std::thread::Builder::new()
@@ -381,7 +414,8 @@ async fn upload_parts(
         .spawn(move || -> Result<Digests, EvidenceError> {
             let io = |source| EvidenceError::Io { path: reader_path.clone(), source };
             let mut f = std::fs::File::open(&reader_path).map_err(io)?;
-            let mut hasher = MultiHasher::with_queue(HASH_QUEUE);
+            let mut hasher = digests.then(|| MultiHasher::with_queue(HASH_QUEUE));
+            let mut read = 0u64;
             let mut number = 0i32;
             loop {
                 let mut buf = vec![0u8; part_size as usize];
@@ -391,20 +425,30 @@ async fn upload_parts(
                 }
                 buf.truncate(n);
                 let part = Bytes::from(buf);
-                hasher.update_blocking(part.clone());
+                read += part.len() as u64;
+                if let Some(h) = hasher.as_mut() {
+                    h.update_blocking(part.clone());
+                }
                 number += 1;
                 if tx.blocking_send((number, part)).is_err() {
                     // The uploaders stopped (an error); they report why.
                     break;
                 }
             }
-            Ok(hasher.finish_blocking())
+            Ok(match hasher {
+                Some(h) => h.finish_blocking(),
+                None => {
+                    Digests { size: read, sha256: String::new(), sha1: String::new(), md5: String::new() }
+                }
+            })
         })
         .expect("spawning the reader thread");
 
     let done = AtomicU64::new(0);
     let parts_stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
-    let results: Vec<Result<Part, EvidenceError>> = parts_stream
+    // Stops at the first failed part: the rest would be wasted (the upload is aborted);
+    // dropping the stream closes the channel, which stops the reader.
+    let uploaded: Result<Vec<Part>, EvidenceError> = parts_stream
         .map(|(number, body)| {
             let store = store.clone();
             let done = &done;
@@ -424,7 +468,7 @@ async fn upload_parts(
             }
         })
         .buffer_unordered(PART_CONCURRENCY)
-        .collect()
+        .try_collect()
         .await;
     let digests = tokio::task::spawn_blocking(move || reader.join())
         .await
@@ -433,17 +477,7 @@ async fn upload_parts(
             key: key.into(),
             message: "the file reader panicked".into(),
         })??;
-    let mut parts = Vec::with_capacity(results.len());
-    let mut errors = Vec::new();
-    for r in results {
-        match r {
-            Ok(p) => parts.push(p),
-            Err(e) => errors.push(e),
-        }
-    }
-    if let Some(first) = errors.into_iter().next() {
-        return Err(first);
-    }
+    let mut parts = uploaded?;
     if digests.size != size {
         return Err(EvidenceError::Interrupted {
             key: key.into(),

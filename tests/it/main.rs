@@ -5,5 +5,6 @@ mod support;
 
 mod cli;
 mod containment;
+mod drill;
 mod evidence;
 mod preflight;

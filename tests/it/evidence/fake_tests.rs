@@ -152,3 +152,18 @@ async fn concurrent_writers_on_the_fake_interleave_into_one_chain() {
     assert!(r.ok(), "{:#?}", r.findings);
     assert_eq!(r.custody.records, 21);
 }
+
+#[tokio::test]
+async fn a_failed_part_stops_the_upload_and_aborts_it() {
+    let store = Arc::new(MemoryStore::with_default_lock("abort", LockMode::Compliance, 1));
+    let case = open_mem(&store, "IR-ABORT").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.raw");
+    std::fs::write(&path, pattern(100 << 20)).unwrap(); // 7 parts
+    store.set_faults(Faults { fail_write: Some(2), ..Default::default() });
+    let err = case.store_file(item(&acct(), "disk.raw"), &path, &Silent).await.unwrap_err();
+    assert!(err.to_string().contains("uploading part"), "{err}");
+    assert_eq!(store.open_uploads(), 0, "the failed upload was aborted");
+    assert!(store.writes() < 7, "it stopped instead of sending every part: {} writes", store.writes());
+    assert!(store.keys().iter().all(|k| !k.ends_with("disk.raw")), "no object was completed");
+}

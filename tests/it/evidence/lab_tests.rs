@@ -120,3 +120,199 @@ async fn retention_cannot_be_removed_in_the_lab_bucket() {
         .await;
     assert!(del.is_err(), "a COMPLIANCE-locked custody record must not be deletable");
 }
+
+/// The S3 store, but the process "dies" at its Nth write: from then on every call
+/// fails, and nothing (not even an abort) reaches the lab.
+struct Dying {
+    inner: Arc<dyn ObjectStore>,
+    writes: std::sync::atomic::AtomicU64,
+    die_at: u64,
+}
+
+impl Dying {
+    fn check(&self, write: bool) -> Result<(), cleanroom::evidence::store::StoreError> {
+        use std::sync::atomic::Ordering;
+        let n = if write {
+            self.writes.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.writes.load(Ordering::SeqCst)
+        };
+        if n >= self.die_at {
+            return Err(cleanroom::evidence::store::StoreError::new(
+                cleanroom::evidence::store::StoreErrorKind::Unreachable,
+                "any",
+                "dying",
+                "process killed",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Dying {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn put(
+        &self,
+        r: cleanroom::evidence::store::PutObject,
+    ) -> Result<cleanroom::evidence::store::Written, cleanroom::evidence::store::StoreError> {
+        self.check(true)?;
+        self.inner.put(r).await
+    }
+    async fn create_multipart(
+        &self,
+        k: &str,
+        c: &'static str,
+        l: &cleanroom::evidence::store::ObjectLock,
+    ) -> Result<String, cleanroom::evidence::store::StoreError> {
+        self.check(false)?;
+        self.inner.create_multipart(k, c, l).await
+    }
+    async fn upload_part(
+        &self,
+        k: &str,
+        u: &str,
+        n: i32,
+        b: bytes::Bytes,
+        s: &str,
+    ) -> Result<cleanroom::evidence::store::Part, cleanroom::evidence::store::StoreError> {
+        self.check(true)?;
+        self.inner.upload_part(k, u, n, b, s).await
+    }
+    async fn complete_multipart(
+        &self,
+        k: &str,
+        u: &str,
+        p: &[cleanroom::evidence::store::Part],
+        a: bool,
+    ) -> Result<cleanroom::evidence::store::Written, cleanroom::evidence::store::StoreError> {
+        self.check(true)?;
+        self.inner.complete_multipart(k, u, p, a).await
+    }
+    async fn abort_multipart(&self, k: &str, u: &str) -> Result<(), cleanroom::evidence::store::StoreError> {
+        self.check(false)?;
+        self.inner.abort_multipart(k, u).await
+    }
+    async fn set_retention(
+        &self,
+        k: &str,
+        v: Option<&str>,
+        m: LockMode,
+        t: time::OffsetDateTime,
+    ) -> Result<(), cleanroom::evidence::store::StoreError> {
+        self.check(true)?;
+        self.inner.set_retention(k, v, m, t).await
+    }
+    async fn get(
+        &self,
+        k: &str,
+        v: Option<&str>,
+    ) -> Result<cleanroom::evidence::store::ByteChunks, cleanroom::evidence::store::StoreError> {
+        self.check(false)?;
+        self.inner.get(k, v).await
+    }
+    async fn head(
+        &self,
+        k: &str,
+        v: Option<&str>,
+    ) -> Result<Option<cleanroom::evidence::store::ObjectMeta>, cleanroom::evidence::store::StoreError> {
+        self.check(false)?;
+        self.inner.head(k, v).await
+    }
+    async fn list(&self, p: &str) -> Result<Vec<String>, cleanroom::evidence::store::StoreError> {
+        self.check(false)?;
+        self.inner.list(p).await
+    }
+    async fn list_versions(
+        &self,
+        p: &str,
+    ) -> Result<Vec<cleanroom::evidence::store::Version>, cleanroom::evidence::store::StoreError> {
+        self.check(false)?;
+        self.inner.list_versions(p).await
+    }
+}
+
+#[tokio::test]
+async fn killed_mid_upload_against_the_lab_rerun_completes_with_no_gap() {
+    let f = Forensics::seed().await;
+    let case = open(&f, "IR-LAB-KILL").await;
+    case.store_json(item(&f.account, "first.json"), &serde_json::json!({"n": 1})).await.unwrap();
+    let head = case.head().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.raw");
+    std::fs::write(&path, pattern(60 << 20)).unwrap();
+
+    // Same chain state, through a store that dies at the 3rd write (2 parts up).
+    let dying: Arc<dyn ObjectStore> =
+        Arc::new(Dying { inner: s3_store(&f), writes: Default::default(), die_at: 3 });
+    let doomed = Case::open_with(
+        dying,
+        &case_id("IR-LAB-KILL"),
+        actor(&f.account),
+        tool(),
+        "sha256:config".into(),
+        Retention::explicit(LockMode::Compliance, 1),
+    )
+    .await
+    .unwrap();
+    doomed.store_file(item(&f.account, "disk.raw"), &path, &Silent).await.unwrap_err();
+    drop(doomed);
+
+    // The rerun: a new process state from the bucket.
+    let rerun = open(&f, "IR-LAB-KILL").await;
+    assert_eq!(rerun.head().await.unwrap(), head, "nothing recorded was lost, nothing half-recorded");
+    let r = rerun.store_file(item(&f.account, "disk.raw"), &path, &Silent).await.unwrap();
+    assert_eq!(r.sha256, cleanroom::evidence::digest::sha256_tagged(&pattern(60 << 20)));
+    let report =
+        cleanroom::verify::verify_case(s3_store(&f).as_ref(), &case_id("IR-LAB-KILL"), &Default::default())
+            .await
+            .unwrap();
+    assert!(report.ok(), "{:#?}", report.findings);
+    assert_eq!((report.items.len(), report.custody.records), (2, 3));
+}
+
+#[tokio::test]
+async fn legal_hold_is_set_when_asked() {
+    let f = Forensics::seed().await;
+    let retention = Retention { legal_hold: true, ..Retention::explicit(LockMode::Compliance, 1) };
+    let case = Case::open_with(
+        s3_store(&f),
+        &case_id("IR-LAB-HOLD"),
+        actor(&f.account),
+        tool(),
+        "sha256:config".into(),
+        retention,
+    )
+    .await
+    .unwrap();
+    let r = case.store_json(item(&f.account, "held.json"), &serde_json::json!({"x": 1})).await.unwrap();
+    let meta = s3_store(&f).head(&r.s3_key, r.version_id.as_deref()).await.unwrap().unwrap();
+    assert!(meta.legal_hold, "{meta:?}");
+    let items = case.items().await;
+    assert!(items[0].legal_hold);
+}
+
+#[tokio::test]
+async fn a_corrupted_upload_is_refused_by_its_checksum() {
+    // The lab validates x-amz-checksum-sha256 as S3 does: bytes that changed on the way
+    // never become evidence.
+    let f = Forensics::seed().await;
+    let store = s3_store(&f);
+    let err = store
+        .put(cleanroom::evidence::store::PutObject {
+            key: "cases/IR-LAB-BAD/evidence/x".into(),
+            body: bytes::Bytes::from_static(b"the bytes that arrived"),
+            sha256_b64: cleanroom::evidence::digest::b64(&cleanroom::evidence::digest::sha256_raw(
+                b"the bytes we hashed",
+            )),
+            content_type: "application/octet-stream",
+            lock: cleanroom::evidence::store::ObjectLock { retention: None, legal_hold: false },
+            if_absent: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("BadDigest"), "{err}");
+    assert!(store.head("cases/IR-LAB-BAD/evidence/x", None).await.unwrap().is_none());
+}

@@ -249,8 +249,12 @@ async fn offline_folder_flipped_byte_inserted_and_swapped_records_are_found() {
         let n: u64 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
         std::fs::rename(p, custody.join(format!("{:010}.json", n + 1))).unwrap();
     }
-    let forged =
-        std::fs::read_to_string(custody.join("0000000004.json")).unwrap().replace("\"seq\":3", "\"seq\":3");
+    // A well-formed forgery: its own hash recomputed, prev linking to record 2.
+    let original: cleanroom::evidence::CustodyRecord =
+        serde_json::from_slice(&std::fs::read(custody.join("0000000004.json")).unwrap()).unwrap();
+    let mut forged = original.clone();
+    forged.subject = "forged event".into();
+    let (_, forged) = forged.seal();
     std::fs::write(custody.join("0000000003.json"), forged).unwrap();
     let r = verify_case(&folder, case.id(), &opts).await.unwrap();
     assert_found(&r, "custody/0000000004.json", "says seq 3");
@@ -296,4 +300,15 @@ async fn checkpoint_signature_verifies_with_the_public_key_alone_and_fails_with_
     let other = cleanroom::evidence::checkpoint::LocalSigner::from_seed(9).public_key_der().await.unwrap();
     let r = verify_case(store.as_ref(), case.id(), &VerifyOptions { public_key: Some(other) }).await.unwrap();
     assert_found(&r, "custody/", "signature does not verify");
+}
+
+#[tokio::test]
+async fn replaced_case_file_is_found() {
+    let (case, store) = memory_case("IR-T-CASEFILE").await;
+    let key = "cases/IR-T-CASEFILE/case.json";
+    let text = String::from_utf8(store.read(key).unwrap()).unwrap().replace("Ada Examiner", "Eve Examiner");
+    store.tamper_new_version(key, text.into_bytes());
+    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    assert_found(&r, key, "the case_opened record says");
+    assert_found(&r, key, "has 2 versions");
 }

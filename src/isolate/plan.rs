@@ -206,6 +206,7 @@ pub fn api_calls(
         return calls;
     }
     calls.push(format!("ec2:ModifyInstanceAttribute DryRun=true InstanceId={instance} (permission check)"));
+    calls.push(format!("ec2:CreateTags DryRun=true Resources={instance} (permission check)"));
     for s in &plan.swaps {
         calls.push(format!(
             "ec2:ModifyNetworkInterfaceAttribute DryRun=true NetworkInterfaceId={} (permission check)",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXTENSIONS = ["sts_trust", "s3_integrity", "s3_wire", "console", "progress", "sharing", "blockdata", "ssm_agent"]
+EXTENSIONS = ["sts_trust", "s3_integrity", "s3_wire", "console", "progress", "sharing", "blockdata", "ssm_agent", "eni_groups"]
 
 MOTO_VERSION = "5.2.5"
 

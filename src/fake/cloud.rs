@@ -1,1 +1,750 @@
-//! (being built)
+//! An in-memory cloud behind the containment traits ([`crate::isolate::cloud`]), with
+//! fault injection for what no emulator produces: throttling N times, a named call that
+//! fails, a crash (every call after the K-th fails, as if the process died), and a
+//! per-call latency so tests can count sequential round trips in virtual time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::aws::AwsError;
+use crate::aws::error::AwsErrorKind;
+use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId, VpcId};
+use crate::isolate::cloud::{
+    AsgGroup, Attributes, AutoScaling, Call, CloudResult, DryRun, Ec2, Eni, Group, Iam, Instance,
+    LoadBalancing, NewGroup, ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target, V4_ANY,
+    V6_ANY, VolumeAttachment,
+};
+
+#[derive(Debug, Clone)]
+pub struct FakeInstance {
+    pub state: String,
+    pub vpc: VpcId,
+    pub enis: Vec<NetworkInterfaceId>,
+    pub volumes: Vec<VolumeAttachment>,
+    pub tags: BTreeMap<String, String>,
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeGroup {
+    pub group: Group,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The fake's whole state, public so tests can seed and inspect it.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub next_id: u64,
+    pub instances: BTreeMap<InstanceId, FakeInstance>,
+    pub enis: BTreeMap<NetworkInterfaceId, Eni>,
+    pub groups: BTreeMap<SecurityGroupId, FakeGroup>,
+    pub vpc_ipv6: BTreeMap<VpcId, bool>,
+    pub associations: Vec<ProfileAssociation>,
+    /// Instance profile ARN -> role names.
+    pub profiles: BTreeMap<String, Vec<String>>,
+    pub role_policies: BTreeMap<(String, String), serde_json::Value>,
+    pub asgs: BTreeMap<String, AsgGroup>,
+    /// Target group ARN -> (instance id, registration).
+    pub target_groups: BTreeMap<String, Vec<(String, Target)>>,
+    pub classic: BTreeMap<String, Vec<String>>,
+}
+
+impl State {
+    pub fn hex(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{:017x}", self.next_id)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    throttle: HashMap<String, u32>,
+    /// (operation, substring of the call's detail, remaining failures or None = always)
+    fail: Vec<(String, Option<String>, Option<u32>)>,
+    crash_after: Option<usize>,
+    denied: Vec<String>,
+    calls: usize,
+}
+
+/// One call the fake received: operation and detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    pub operation: String,
+    pub detail: String,
+    pub failed: bool,
+}
+
+#[derive(Default)]
+pub struct FakeCloud {
+    pub state: Mutex<State>,
+    faults: Mutex<Faults>,
+    log: Mutex<Vec<Logged>>,
+    latency: Mutex<Option<Duration>>,
+}
+
+fn fault(operation: &str, kind: AwsErrorKind, code: &str, message: &str) -> AwsError {
+    AwsError {
+        service: "fake",
+        operation: leak(operation),
+        kind,
+        code: Some(code.into()),
+        message: message.into(),
+        request_id: Some("fake-request-failed".into()),
+    }
+}
+
+/// Operation names are few and fixed; `AwsError` wants `&'static str`.
+fn leak(s: &str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().expect("names lock");
+    if let Some(n) = names.iter().find(|n| **n == s) {
+        return n;
+    }
+    let n: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    names.push(n);
+    n
+}
+
+impl FakeCloud {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every call takes `latency` (virtual time in paused-clock tests).
+    pub fn with_latency(self, latency: Duration) -> Self {
+        *self.latency.lock().expect("latency lock") = Some(latency);
+        self
+    }
+
+    /// The next `times` calls of `operation` are throttled.
+    pub fn throttle(&self, operation: &str, times: u32) {
+        self.faults.lock().expect("faults lock").throttle.insert(operation.into(), times);
+    }
+
+    /// Calls of `operation` whose detail contains `matching` fail (`times` times, or always).
+    pub fn fail(&self, operation: &str, matching: Option<&str>, times: Option<u32>) {
+        self.faults.lock().expect("faults lock").fail.push((
+            operation.into(),
+            matching.map(str::to_owned),
+            times,
+        ));
+    }
+
+    /// Every call of `operation` is refused as UnauthorizedOperation (a missing permission).
+    pub fn deny(&self, operation: &str) {
+        self.faults.lock().expect("faults lock").denied.push(operation.into());
+    }
+
+    /// Every call after the `calls`-th fails, as if the process had died there.
+    pub fn crash_after(&self, calls: usize) {
+        let mut f = self.faults.lock().expect("faults lock");
+        f.crash_after = Some(f.calls + calls);
+    }
+
+    /// Clears every fault (a new process after a crash).
+    pub fn heal(&self) {
+        let mut f = self.faults.lock().expect("faults lock");
+        let calls = f.calls;
+        *f = Faults { calls, ..Faults::default() };
+    }
+
+    pub fn log(&self) -> Vec<Logged> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    pub fn calls_of(&self, operation: &str) -> Vec<Logged> {
+        self.log().into_iter().filter(|l| l.operation == operation).collect()
+    }
+
+    pub fn snapshot(&self) -> State {
+        self.state.lock().expect("state lock").clone()
+    }
+
+    fn group_names(&self, ids: &[SecurityGroupId]) -> String {
+        let s = self.state.lock().expect("state lock");
+        ids.iter()
+            .map(|g| s.groups.get(g).map(|f| f.group.name.clone()).unwrap_or_else(|| g.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn enter(&self, operation: &str, detail: String) -> CloudResult<Call> {
+        let latency = *self.latency.lock().expect("latency lock");
+        if let Some(l) = latency {
+            tokio::time::sleep(l).await;
+        }
+        let result = {
+            let mut f = self.faults.lock().expect("faults lock");
+            f.calls += 1;
+            let n = f.calls;
+            if f.crash_after.is_some_and(|k| n > k) {
+                Err(fault(operation, AwsErrorKind::Other, "FakeCrash", "the process stopped here"))
+            } else if f.denied.iter().any(|d| d == operation) {
+                Err(fault(
+                    operation,
+                    AwsErrorKind::AccessDenied,
+                    "UnauthorizedOperation",
+                    "You are not authorized to perform this operation.",
+                ))
+            } else if let Some(t) = f.throttle.get_mut(operation).filter(|t| **t > 0) {
+                *t -= 1;
+                Err(fault(
+                    operation,
+                    AwsErrorKind::Throttled,
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.",
+                ))
+            } else if let Some(rule) = f.fail.iter_mut().find(|(op, m, left)| {
+                op == operation
+                    && m.as_ref().is_none_or(|m| detail.contains(m.as_str()))
+                    && left.is_none_or(|l| l > 0)
+            }) {
+                if let Some(l) = rule.2.as_mut() {
+                    *l -= 1;
+                }
+                Err(fault(operation, AwsErrorKind::Other, "InternalError", "injected failure"))
+            } else {
+                Ok(Call::new(operation, Some(&format!("fake-{operation}-{n}"))))
+            }
+        };
+        self.log.lock().expect("log lock").push(Logged {
+            operation: operation.into(),
+            detail,
+            failed: result.is_err(),
+        });
+        result
+    }
+
+    fn not_found(operation: &str, what: &str) -> AwsError {
+        fault(operation, AwsErrorKind::NotFound, "InvalidID.NotFound", &format!("{what} does not exist"))
+    }
+
+    /// Seeds a contained-service scenario like the acceptance test: an instance with two
+    /// ENIs (one with IPv6) in an IPv6 VPC, two volumes, an instance profile whose role
+    /// another instance shares, an Auto Scaling group, a target group (port 8080) and a
+    /// classic load balancer. Returns the instance id.
+    pub fn seed_service_instance(&self) -> InstanceId {
+        let mut s = self.state.lock().expect("state lock");
+        let vpc: VpcId = s.hex("vpc").parse().expect("id");
+        s.vpc_ipv6.insert(vpc.clone(), true);
+        let web_sg: SecurityGroupId = s.hex("sg").parse().expect("id");
+        let admin_sg: SecurityGroupId = s.hex("sg").parse().expect("id");
+        for (id, name) in [(&web_sg, "web"), (&admin_sg, "admin")] {
+            s.groups.insert(
+                id.clone(),
+                FakeGroup {
+                    group: Group {
+                        id: id.clone(),
+                        vpc: vpc.clone(),
+                        name: name.into(),
+                        purpose: None,
+                        rules: vec![Rule::all(false, V4_ANY)],
+                    },
+                    tags: BTreeMap::new(),
+                },
+            );
+        }
+        let id: InstanceId = s.hex("i").parse().expect("id");
+        let other: InstanceId = s.hex("i").parse().expect("id");
+        let eni0: NetworkInterfaceId = s.hex("eni").parse().expect("id");
+        let eni1: NetworkInterfaceId = s.hex("eni").parse().expect("id");
+        s.enis.insert(
+            eni0.clone(),
+            Eni {
+                id: eni0.clone(),
+                device_index: 0,
+                vpc: vpc.clone(),
+                groups: vec![web_sg.clone()],
+                ipv6_addresses: vec![],
+            },
+        );
+        s.enis.insert(
+            eni1.clone(),
+            Eni {
+                id: eni1.clone(),
+                device_index: 1,
+                vpc: vpc.clone(),
+                groups: vec![web_sg.clone(), admin_sg],
+                ipv6_addresses: vec!["2001:db8::10".into()],
+            },
+        );
+        let vol = |s: &mut State, device: &str, delete: bool| VolumeAttachment {
+            device: device.into(),
+            volume: s.hex("vol").parse().expect("id"),
+            delete_on_termination: delete,
+        };
+        let volumes = vec![vol(&mut s, "/dev/xvda", true), vol(&mut s, "/dev/xvdf", false)];
+        s.instances.insert(
+            id.clone(),
+            FakeInstance {
+                state: "running".into(),
+                vpc: vpc.clone(),
+                enis: vec![eni0, eni1],
+                volumes,
+                tags: [("Name".to_owned(), "web-1".to_owned())].into(),
+                attributes: Attributes {
+                    termination_protection: false,
+                    shutdown_behavior: "terminate".into(),
+                },
+            },
+        );
+        let profile = "arn:aws:iam::111122223333:instance-profile/web".to_owned();
+        s.profiles.insert(profile.clone(), vec!["web-role".into()]);
+        for (n, i) in [(1, &id), (2, &other)] {
+            s.associations.push(ProfileAssociation {
+                association_id: format!("iip-assoc-{n:017x}"),
+                instance: i.clone(),
+                profile_arn: profile.clone(),
+                state: "associated".into(),
+            });
+        }
+        s.asgs.insert(
+            "web".into(),
+            AsgGroup { name: "web".into(), min: 1, max: 4, desired: 2, instances: vec![id.clone(), other] },
+        );
+        let tg =
+            "arn:aws:elasticloadbalancing:eu-west-1:111122223333:targetgroup/web/0123456789abcdef".to_owned();
+        s.target_groups.insert(
+            tg.clone(),
+            vec![(
+                id.to_string(),
+                Target { target_group_arn: tg, port: Some(8080), availability_zone: None },
+            )],
+        );
+        s.classic.insert("web-classic".into(), vec![id.to_string()]);
+        id
+    }
+
+    /// A plain instance with one ENI on `group` in the VPC of `like` (fleet tests).
+    pub fn seed_plain_instance(&self, like: &InstanceId) -> InstanceId {
+        let mut s = self.state.lock().expect("state lock");
+        let vpc = s.instances[like].vpc.clone();
+        let group = s.enis[&s.instances[like].enis[0]].groups[0].clone();
+        let id: InstanceId = s.hex("i").parse().expect("id");
+        let eni: NetworkInterfaceId = s.hex("eni").parse().expect("id");
+        s.enis.insert(
+            eni.clone(),
+            Eni {
+                id: eni.clone(),
+                device_index: 0,
+                vpc: vpc.clone(),
+                groups: vec![group],
+                ipv6_addresses: vec![],
+            },
+        );
+        let volume = s.hex("vol").parse().expect("id");
+        s.instances.insert(
+            id.clone(),
+            FakeInstance {
+                state: "running".into(),
+                vpc,
+                enis: vec![eni],
+                volumes: vec![VolumeAttachment {
+                    device: "/dev/xvda".into(),
+                    volume,
+                    delete_on_termination: true,
+                }],
+                tags: [("fleet".to_owned(), "yes".to_owned())].into(),
+                attributes: Attributes { termination_protection: false, shutdown_behavior: "stop".into() },
+            },
+        );
+        id
+    }
+
+    /// Groups of the case in the fake, by purpose.
+    pub fn case_groups_of(&self, case: &CaseId, purpose: Purpose) -> Vec<Group> {
+        let s = self.state.lock().expect("state lock");
+        s.groups
+            .values()
+            .filter(|g| {
+                g.tags.get(TAG_CASE).map(String::as_str) == Some(case.as_str())
+                    && g.group.purpose == Some(purpose)
+            })
+            .map(|g| g.group.clone())
+            .collect()
+    }
+
+    pub fn eni_groups(&self, id: &InstanceId) -> Vec<Vec<SecurityGroupId>> {
+        let s = self.state.lock().expect("state lock");
+        s.instances[id].enis.iter().map(|e| s.enis[e].groups.clone()).collect()
+    }
+}
+
+#[async_trait]
+impl Ec2 for FakeCloud {
+    async fn describe_instance(&self, id: &InstanceId) -> CloudResult<Option<Instance>> {
+        self.enter("DescribeInstances", id.to_string()).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(s.instances.get(id).map(|i| Instance {
+            id: id.clone(),
+            state: i.state.clone(),
+            vpc: Some(i.vpc.clone()),
+            enis: i.enis.iter().map(|e| s.enis[e].clone()).collect(),
+            volumes: i.volumes.clone(),
+            tags: i.tags.clone(),
+        }))
+    }
+
+    async fn find_instances(&self, tag_filters: &[(String, String)]) -> CloudResult<Vec<InstanceId>> {
+        self.enter("DescribeInstances", format!("{tag_filters:?}")).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(s.instances
+            .iter()
+            .filter(|(_, i)| {
+                i.state != "terminated" && tag_filters.iter().all(|(k, v)| i.tags.get(k) == Some(v))
+            })
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn attributes(&self, id: &InstanceId) -> CloudResult<Attributes> {
+        self.enter("DescribeInstanceAttribute", id.to_string()).await?;
+        let s = self.state.lock().expect("state lock");
+        s.instances
+            .get(id)
+            .map(|i| i.attributes.clone())
+            .ok_or_else(|| Self::not_found("DescribeInstanceAttribute", id.as_str()))
+    }
+
+    async fn profile_association(&self, id: &InstanceId) -> CloudResult<Option<ProfileAssociation>> {
+        self.enter("DescribeIamInstanceProfileAssociations", id.to_string()).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(s.associations.iter().find(|a| &a.instance == id).cloned())
+    }
+
+    async fn all_profile_associations(&self) -> CloudResult<Vec<ProfileAssociation>> {
+        self.enter("DescribeIamInstanceProfileAssociations", "all".into()).await?;
+        Ok(self.state.lock().expect("state lock").associations.clone())
+    }
+
+    async fn case_groups(&self, case: &CaseId) -> CloudResult<Vec<Group>> {
+        self.enter("DescribeSecurityGroups", case.to_string()).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(s.groups
+            .values()
+            .filter(|g| g.tags.get(TAG_CASE).map(String::as_str) == Some(case.as_str()))
+            .map(|g| g.group.clone())
+            .collect())
+    }
+
+    async fn dry_run(&self, check: &DryRun) -> CloudResult<()> {
+        self.enter(&format!("DryRun:{}", check.operation()), format!("{check:?}")).await.map(|_| ())
+    }
+
+    async fn create_group(&self, new: &NewGroup) -> CloudResult<(SecurityGroupId, Call)> {
+        let call = self.enter("CreateSecurityGroup", format!("{} {}", new.vpc, new.name)).await?;
+        let mut s = self.state.lock().expect("state lock");
+        if s.groups.values().any(|g| g.group.vpc == new.vpc && g.group.name == new.name) {
+            return Err(fault(
+                "CreateSecurityGroup",
+                AwsErrorKind::Other,
+                "InvalidGroup.Duplicate",
+                "group name exists in VPC",
+            ));
+        }
+        let id: SecurityGroupId = s.hex("sg").parse().expect("id");
+        let mut rules = vec![Rule::all(true, V4_ANY)];
+        if s.vpc_ipv6.get(&new.vpc).copied().unwrap_or(false) {
+            rules.push(Rule::all(true, V6_ANY));
+        }
+        let purpose = new.tags.get(TAG_PURPOSE).and_then(|p| Purpose::from_tag(p));
+        s.groups.insert(
+            id.clone(),
+            FakeGroup {
+                group: Group { id: id.clone(), vpc: new.vpc.clone(), name: new.name.clone(), purpose, rules },
+                tags: new.tags.clone(),
+            },
+        );
+        Ok((id, call))
+    }
+
+    async fn authorize(&self, group: &SecurityGroupId, rules: &[Rule]) -> CloudResult<Vec<Call>> {
+        let call = self.enter("AuthorizeSecurityGroup", format!("{group} {rules:?}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let g = s
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| Self::not_found("AuthorizeSecurityGroup", group.as_str()))?;
+        if rules.iter().any(|r| g.group.rules.contains(r)) {
+            return Err(fault(
+                "AuthorizeSecurityGroup",
+                AwsErrorKind::Other,
+                "InvalidPermission.Duplicate",
+                "rule exists",
+            ));
+        }
+        g.group.rules.extend(rules.iter().cloned());
+        Ok(vec![call])
+    }
+
+    async fn revoke(&self, group: &SecurityGroupId, rules: &[Rule]) -> CloudResult<Vec<Call>> {
+        let call = self.enter("RevokeSecurityGroup", format!("{group} {rules:?}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let g =
+            s.groups.get_mut(group).ok_or_else(|| Self::not_found("RevokeSecurityGroup", group.as_str()))?;
+        if rules.iter().any(|r| !g.group.rules.contains(r)) {
+            return Err(fault(
+                "RevokeSecurityGroup",
+                AwsErrorKind::NotFound,
+                "InvalidPermission.NotFound",
+                "no such rule",
+            ));
+        }
+        g.group.rules.retain(|r| !rules.contains(r));
+        Ok(vec![call])
+    }
+
+    async fn set_eni_groups(
+        &self,
+        eni: &NetworkInterfaceId,
+        groups: &[SecurityGroupId],
+    ) -> CloudResult<Call> {
+        let names = self.group_names(groups);
+        let call = self.enter("ModifyNetworkInterfaceAttribute", format!("{eni} -> {names}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        if groups.iter().any(|g| !s.groups.contains_key(g)) {
+            return Err(Self::not_found("ModifyNetworkInterfaceAttribute", "group"));
+        }
+        let e = s
+            .enis
+            .get_mut(eni)
+            .ok_or_else(|| Self::not_found("ModifyNetworkInterfaceAttribute", eni.as_str()))?;
+        e.groups = groups.to_vec();
+        Ok(call)
+    }
+
+    async fn set_termination_protection(&self, id: &InstanceId, on: bool) -> CloudResult<Call> {
+        let call = self.enter("ModifyInstanceAttribute", format!("{id} DisableApiTermination={on}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        s.instances
+            .get_mut(id)
+            .ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?
+            .attributes
+            .termination_protection = on;
+        Ok(call)
+    }
+
+    async fn set_shutdown_behavior(&self, id: &InstanceId, behavior: &str) -> CloudResult<Call> {
+        let call = self
+            .enter("ModifyInstanceAttribute", format!("{id} InstanceInitiatedShutdownBehavior={behavior}"))
+            .await?;
+        let mut s = self.state.lock().expect("state lock");
+        s.instances
+            .get_mut(id)
+            .ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?
+            .attributes
+            .shutdown_behavior = behavior.into();
+        Ok(call)
+    }
+
+    async fn set_delete_on_termination(
+        &self,
+        id: &InstanceId,
+        devices: &[(String, bool)],
+    ) -> CloudResult<Call> {
+        let call =
+            self.enter("ModifyInstanceAttribute", format!("{id} BlockDeviceMappings={devices:?}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let i =
+            s.instances.get_mut(id).ok_or_else(|| Self::not_found("ModifyInstanceAttribute", id.as_str()))?;
+        for (d, v) in devices {
+            if let Some(vol) = i.volumes.iter_mut().find(|x| &x.device == d) {
+                vol.delete_on_termination = *v;
+            }
+        }
+        Ok(call)
+    }
+
+    async fn create_tags(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> CloudResult<Call> {
+        let call = self.enter("CreateTags", format!("{id} {tags:?}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        s.instances
+            .get_mut(id)
+            .ok_or_else(|| Self::not_found("CreateTags", id.as_str()))?
+            .tags
+            .extend(tags.clone());
+        Ok(call)
+    }
+
+    async fn disassociate_profile(&self, association_id: &str) -> CloudResult<Call> {
+        let call = self.enter("DisassociateIamInstanceProfile", association_id.into()).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let before = s.associations.len();
+        s.associations.retain(|a| a.association_id != association_id);
+        if s.associations.len() == before {
+            return Err(Self::not_found("DisassociateIamInstanceProfile", association_id));
+        }
+        Ok(call)
+    }
+
+    async fn associate_profile(&self, id: &InstanceId, profile_arn: &str) -> CloudResult<Call> {
+        let call = self.enter("AssociateIamInstanceProfile", format!("{id} {profile_arn}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let association_id = s.hex("iip-assoc");
+        s.associations.push(ProfileAssociation {
+            association_id,
+            instance: id.clone(),
+            profile_arn: profile_arn.into(),
+            state: "associated".into(),
+        });
+        Ok(call)
+    }
+}
+
+#[async_trait]
+impl Iam for FakeCloud {
+    async fn profile_roles(&self, profile_arn: &str) -> CloudResult<Vec<String>> {
+        self.enter("GetInstanceProfile", profile_arn.into()).await?;
+        let s = self.state.lock().expect("state lock");
+        s.profiles.get(profile_arn).cloned().ok_or_else(|| Self::not_found("GetInstanceProfile", profile_arn))
+    }
+
+    async fn profiles_for_role(&self, role: &str) -> CloudResult<Vec<String>> {
+        self.enter("ListInstanceProfilesForRole", role.into()).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(s.profiles
+            .iter()
+            .filter(|(_, roles)| roles.iter().any(|r| r == role))
+            .map(|(p, _)| p.clone())
+            .collect())
+    }
+
+    async fn role_policy(&self, role: &str, policy: &str) -> CloudResult<Option<serde_json::Value>> {
+        self.enter("GetRolePolicy", format!("{role} {policy}")).await?;
+        Ok(self.state.lock().expect("state lock").role_policies.get(&(role.into(), policy.into())).cloned())
+    }
+
+    async fn put_role_policy(
+        &self,
+        role: &str,
+        policy: &str,
+        document: &serde_json::Value,
+    ) -> CloudResult<Call> {
+        let call = self.enter("PutRolePolicy", format!("{role} {policy}")).await?;
+        self.state
+            .lock()
+            .expect("state lock")
+            .role_policies
+            .insert((role.into(), policy.into()), document.clone());
+        Ok(call)
+    }
+
+    async fn delete_role_policy(&self, role: &str, policy: &str) -> CloudResult<Call> {
+        let call = self.enter("DeleteRolePolicy", format!("{role} {policy}")).await?;
+        self.state
+            .lock()
+            .expect("state lock")
+            .role_policies
+            .remove(&(role.into(), policy.into()))
+            .ok_or_else(|| Self::not_found("DeleteRolePolicy", policy))?;
+        Ok(call)
+    }
+}
+
+#[async_trait]
+impl AutoScaling for FakeCloud {
+    async fn group_of(&self, id: &InstanceId) -> CloudResult<Option<String>> {
+        self.enter("DescribeAutoScalingInstances", id.to_string()).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(s.asgs.values().find(|g| g.instances.contains(id)).map(|g| g.name.clone()))
+    }
+
+    async fn group(&self, name: &str) -> CloudResult<Option<AsgGroup>> {
+        self.enter("DescribeAutoScalingGroups", name.into()).await?;
+        Ok(self.state.lock().expect("state lock").asgs.get(name).cloned())
+    }
+
+    async fn detach(&self, group: &str, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("DetachInstances", format!("{group} {id}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let next = s.hex("i");
+        let g = s.asgs.get_mut(group).ok_or_else(|| Self::not_found("DetachInstances", group))?;
+        g.instances.retain(|i| i != id);
+        // Desired capacity unchanged: the group launches a replacement.
+        g.instances.push(next.parse().expect("id"));
+        Ok(call)
+    }
+
+    async fn attach(&self, group: &str, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("AttachInstances", format!("{group} {id}")).await?;
+        let mut s = self.state.lock().expect("state lock");
+        let g = s.asgs.get_mut(group).ok_or_else(|| Self::not_found("AttachInstances", group))?;
+        g.instances.push(id.clone());
+        g.desired += 1;
+        Ok(call)
+    }
+}
+
+#[async_trait]
+impl LoadBalancing for FakeCloud {
+    async fn target_groups(&self) -> CloudResult<Vec<String>> {
+        self.enter("DescribeTargetGroups", String::new()).await?;
+        Ok(self.state.lock().expect("state lock").target_groups.keys().cloned().collect())
+    }
+
+    async fn registrations(&self, target_group: &str) -> CloudResult<Vec<(String, Target)>> {
+        self.enter("DescribeTargetHealth", target_group.into()).await?;
+        Ok(self
+            .state
+            .lock()
+            .expect("state lock")
+            .target_groups
+            .get(target_group)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn deregister(&self, target: &Target, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("DeregisterTargets", format!("{} {id}", target.target_group_arn)).await?;
+        let mut s = self.state.lock().expect("state lock");
+        if let Some(t) = s.target_groups.get_mut(&target.target_group_arn) {
+            t.retain(|(i, r)| !(i == id.as_str() && r.port == target.port));
+        }
+        Ok(call)
+    }
+
+    async fn register(&self, target: &Target, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("RegisterTargets", format!("{} {id}", target.target_group_arn)).await?;
+        let mut s = self.state.lock().expect("state lock");
+        s.target_groups
+            .entry(target.target_group_arn.clone())
+            .or_default()
+            .push((id.to_string(), target.clone()));
+        Ok(call)
+    }
+
+    async fn classic_balancers(&self) -> CloudResult<Vec<(String, Vec<String>)>> {
+        self.enter("DescribeLoadBalancers", String::new()).await?;
+        Ok(self
+            .state
+            .lock()
+            .expect("state lock")
+            .classic
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn classic_deregister(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("DeregisterInstancesFromLoadBalancer", format!("{balancer} {id}")).await?;
+        if let Some(v) = self.state.lock().expect("state lock").classic.get_mut(balancer) {
+            v.retain(|i| i != id.as_str());
+        }
+        Ok(call)
+    }
+
+    async fn classic_register(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("RegisterInstancesWithLoadBalancer", format!("{balancer} {id}")).await?;
+        self.state
+            .lock()
+            .expect("state lock")
+            .classic
+            .entry(balancer.into())
+            .or_default()
+            .push(id.to_string());
+        Ok(call)
+    }
+}

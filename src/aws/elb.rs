@@ -66,9 +66,7 @@ impl LoadBalancing for AccountClients {
             .iter()
             // A deregistered target drains for the deregistration delay (300 s by
             // default): it takes no new connections and is on its way out.
-            .filter(|d| {
-                d.target_health().and_then(|h| h.state()).map(|s| s.as_str()) != Some("draining")
-            })
+            .filter(|d| d.target_health().and_then(|h| h.state()).map(|s| s.as_str()) != Some("draining"))
             .filter_map(|d| d.target())
             .filter_map(|t| {
                 Some((

@@ -40,9 +40,20 @@ pub struct Args {
 
 struct Step {
     title: &'static str,
-    args: Vec<String>,
-    /// Exit codes that mean the step did its job (isolate's verification table, etc.).
-    ok: &'static [i32],
+    work: Work,
+}
+
+enum Work {
+    /// `cleanroom <args>` as a child process with the lab's environment.
+    Run(Vec<String>),
+    /// Download the case folder from the evidence bucket.
+    Download,
+}
+
+impl Step {
+    fn run(title: &'static str, args: &[&str]) -> Self {
+        Self { title, work: Work::Run(args.iter().map(|a| a.to_string()).collect()) }
+    }
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
@@ -83,81 +94,58 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         ),
     );
 
-    let config = config_path.to_string_lossy().into_owned();
     let case_s = case.to_string();
+    let report = |format: &str| {
+        let file = out.join(format!("report.{format}")).to_string_lossy().into_owned();
+        Step::run(
+            if format == "html" { "report for legal" } else { "report for the case file" },
+            &["report", "--case", &case_s, "--format", format, "--output", &file],
+        )
+    };
+    let folder = out.join(format!("{case}-download"));
     let steps = [
+        Step::run("preflight", &["preflight", "--account", member.as_str()]),
+        Step::run("contain the suspect", &["isolate", &suspect.arn(), "--case", &case_s]),
+        Step::run("verify the evidence (and sign a checkpoint)", &["verify", "--case", &case_s]),
+        report("html"),
+        report("md"),
+        Step::run("verify again: the checkpoint and the reports", &["verify", "--case", &case_s]),
         Step {
-            title: "preflight",
-            args: vec!["preflight".into(), "--account".into(), member.to_string()],
-            ok: &[0],
+            title: "download the case as a third party would (aws s3 cp --recursive)",
+            work: Work::Download,
         },
-        Step {
-            title: "contain the suspect",
-            args: vec!["isolate".into(), suspect.arn(), "--case".into(), case_s.clone()],
-            ok: &[0],
-        },
-        Step {
-            title: "verify the evidence",
-            args: vec!["verify".into(), "--case".into(), case_s.clone()],
-            ok: &[0],
-        },
-        Step {
-            title: "report for legal",
-            args: vec![
-                "report".into(),
-                "--case".into(),
-                case_s.clone(),
-                "--format".into(),
-                "html".into(),
-                "--output".into(),
-                out.join("report.html").to_string_lossy().into_owned(),
-            ],
-            ok: &[0],
-        },
-        Step {
-            title: "report for the case file (Markdown)",
-            args: vec![
-                "report".into(),
-                "--case".into(),
-                case_s.clone(),
-                "--format".into(),
-                "md".into(),
-                "--output".into(),
-                out.join("report.md").to_string_lossy().into_owned(),
-            ],
-            ok: &[0],
-        },
-        Step { title: "list cases", args: vec!["cases".into()], ok: &[0] },
+        Step::run(
+            "verify the downloaded copy offline",
+            &["verify", "--case", &case_s, "--dir", &folder.to_string_lossy()],
+        ),
+        Step::run("list cases", &["cases"]),
     ];
 
     let exe = std::env::current_exe().map_err(|e| Error::failed(format!("cannot find this binary: {e}")))?;
     let mut failures = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        println!(
-            "\n## {}. {}\n$ cleanroom --config {} {}",
-            i + 1,
-            step.title,
-            display(&config_path),
-            step.args.join(" ")
-        );
-        let log = out.join(format!("{:02}-{}.log", i + 1, step.args[0]));
-        let output = Command::new(&exe)
-            .arg("--config")
-            .arg(&config)
-            .args(&step.args)
-            .envs(lab.env(REGION))
-            .output()
-            .map_err(|e| Error::failed(format!("cannot run step {}: {e}", step.title)))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        print!("{stdout}");
-        std::fs::write(&log, format!("{stdout}\n--- stderr\n{stderr}"))
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", log.display())))?;
-        let code = output.status.code().unwrap_or(-1);
-        if !step.ok.contains(&code) {
-            eprintln!("{stderr}");
-            println!("!! step failed with exit code {code} (log: {})", display(&log));
-            failures.push(format!("{} (exit {code})", step.title));
+        let n = i + 1;
+        let outcome = match &step.work {
+            Work::Run(args) => {
+                println!(
+                    "\n## {n}. {}\n$ cleanroom --config {} {}",
+                    step.title,
+                    display(&config_path),
+                    args.join(" ")
+                );
+                run_step(&exe, &config_path, args, &lab, &out.join(format!("{n:02}-{}.log", args[0])))
+            }
+            Work::Download => {
+                println!("\n## {n}. {}", step.title);
+                let clients = lab.clients(&forensics, &region);
+                download_case(&clients.s3, &bucket, &case, &folder).await.map(|count| {
+                    println!("{count} objects of s3://{bucket}/cases/{case}/ saved in {}", display(&folder));
+                })
+            }
+        };
+        if let Err(problem) = outcome {
+            println!("!! step failed: {problem}");
+            failures.push(format!("{} ({problem})", step.title));
         }
     }
 
@@ -173,6 +161,73 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     } else {
         Err(Error::failed(format!("drill steps failed: {}", failures.join(", "))))
     }
+}
+
+/// Runs `cleanroom --config <config> <args>` against the lab, echoes its stdout, keeps
+/// both streams in `log`; `Err` names the exit code.
+fn run_step(
+    exe: &Path,
+    config: &Path,
+    args: &[String],
+    lab: &Lab,
+    log: &Path,
+) -> std::result::Result<(), String> {
+    let output = Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(lab.env(REGION))
+        .output()
+        .map_err(|e| format!("cannot run: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    std::fs::write(log, format!("{stdout}\n--- stderr\n{stderr}"))
+        .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
+    match output.status.code() {
+        Some(0) => Ok(()),
+        code => {
+            eprintln!("{stderr}");
+            Err(format!("exit code {}, log {}", code.map_or("none".into(), |c| c.to_string()), log.display()))
+        }
+    }
+}
+
+/// Saves every object of the case, latest versions, as `aws s3 cp --recursive` would.
+async fn download_case(
+    s3: &aws_sdk_s3::Client,
+    bucket: &BucketName,
+    case: &CaseId,
+    folder: &Path,
+) -> std::result::Result<usize, String> {
+    let prefix = format!("cases/{case}/");
+    let mut count = 0;
+    let mut pages = s3.list_objects_v2().bucket(bucket.as_str()).prefix(&prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| format!("ListObjectsV2: {e:?}"))?;
+        for object in page.contents() {
+            let key = object.key().ok_or("object without a key")?;
+            let rel = key.strip_prefix(&prefix).ok_or("key outside the case")?;
+            let path = folder.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            let body = s3
+                .get_object()
+                .bucket(bucket.as_str())
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| format!("GetObject {key}: {e:?}"))?
+                .body
+                .collect()
+                .await
+                .map_err(|e| format!("GetObject {key}: {e}"))?;
+            std::fs::write(&path, body.into_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 fn display(path: &Path) -> String {

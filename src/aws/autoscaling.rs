@@ -7,16 +7,6 @@ use super::{AccountClients, AwsError};
 use crate::ids::InstanceId;
 use crate::isolate::cloud::{AsgGroup, AutoScaling, Call, CloudResult, missing};
 
-fn err<E, R>(
-    operation: &'static str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk("autoscaling", operation, e)
-}
-
 #[async_trait]
 impl AutoScaling for AccountClients {
     async fn group_of(&self, id: &InstanceId) -> CloudResult<Option<String>> {
@@ -26,7 +16,7 @@ impl AutoScaling for AccountClients {
             .instance_ids(id.as_str())
             .send()
             .await
-            .map_err(err("DescribeAutoScalingInstances"))?;
+            .map_err(AwsError::of("autoscaling", "DescribeAutoScalingInstances"))?;
         Ok(out
             .auto_scaling_instances()
             .iter()
@@ -45,7 +35,7 @@ impl AutoScaling for AccountClients {
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(err("DescribeAutoScalingGroups"))?;
+            .map_err(AwsError::of("autoscaling", "DescribeAutoScalingGroups"))?;
         let Some(g) = out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name))
         else {
             return Ok(None);
@@ -69,7 +59,7 @@ impl AutoScaling for AccountClients {
             .should_decrement_desired_capacity(false)
             .send()
             .await
-            .map_err(err("DetachInstances"))?;
+            .map_err(AwsError::of("autoscaling", "DetachInstances"))?;
         Ok(Call::new("DetachInstances", out.request_id()))
     }
 
@@ -81,7 +71,7 @@ impl AutoScaling for AccountClients {
             .instance_ids(id.as_str())
             .send()
             .await
-            .map_err(err("AttachInstances"))?;
+            .map_err(AwsError::of("autoscaling", "AttachInstances"))?;
         Ok(Call::new("AttachInstances", out.request_id()))
     }
 }

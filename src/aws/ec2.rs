@@ -19,16 +19,6 @@ use crate::isolate::cloud::{
     Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
 };
 
-fn err<E, R>(
-    operation: &'static str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk("ec2", operation, e)
-}
-
 fn filter(name: &str, values: &[&str]) -> Filter {
     Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
 }
@@ -148,8 +138,12 @@ impl Ec2 for AccountClients {
         for (k, v) in tag_filters {
             req = req.filters(filter(&format!("tag:{k}"), &[v]));
         }
-        let pages: Vec<_> =
-            req.into_paginator().send().try_collect().await.map_err(err("DescribeInstances"))?;
+        let pages: Vec<_> = req
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(AwsError::of("ec2", "DescribeInstances"))?;
         let mut ids = Vec::new();
         for page in pages {
             for r in page.reservations() {
@@ -177,8 +171,8 @@ impl Ec2 for AccountClients {
             .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
             .send();
         let (term, shut) = futures::join!(term, shut);
-        let term = term.map_err(err("DescribeInstanceAttribute"))?;
-        let shut = shut.map_err(err("DescribeInstanceAttribute"))?;
+        let term = term.map_err(AwsError::of("ec2", "DescribeInstanceAttribute"))?;
+        let shut = shut.map_err(AwsError::of("ec2", "DescribeInstanceAttribute"))?;
         Ok(Attributes {
             termination_protection: term.disable_api_termination().and_then(|v| v.value()).unwrap_or(false),
             shutdown_behavior: shut
@@ -198,7 +192,7 @@ impl Ec2 for AccountClients {
             .filters(filter("instance-id", &[id.as_str()]))
             .send()
             .await
-            .map_err(err("DescribeIamInstanceProfileAssociations"))?;
+            .map_err(AwsError::of("ec2", "DescribeIamInstanceProfileAssociations"))?;
         let all = associations(out.iam_instance_profile_associations())?;
         Ok(all.into_iter().find(|a| a.state != "disassociated"))
     }
@@ -211,7 +205,7 @@ impl Ec2 for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(err("DescribeIamInstanceProfileAssociations"))?;
+            .map_err(AwsError::of("ec2", "DescribeIamInstanceProfileAssociations"))?;
         let mut all = Vec::new();
         for p in pages {
             all.extend(associations(p.iam_instance_profile_associations())?);
@@ -228,7 +222,7 @@ impl Ec2 for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(err("DescribeSecurityGroups"))?;
+            .map_err(AwsError::of("ec2", "DescribeSecurityGroups"))?;
         let mut groups = Vec::new();
         for p in pages {
             for g in p.security_groups() {
@@ -259,7 +253,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(err("ModifyInstanceAttribute")),
+                .map_err(AwsError::of("ec2", "ModifyInstanceAttribute")),
             DryRun::ModifyNetworkInterfaceAttribute(eni, groups) => self
                 .ec2
                 .modify_network_interface_attribute()
@@ -269,7 +263,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(err("ModifyNetworkInterfaceAttribute")),
+                .map_err(AwsError::of("ec2", "ModifyNetworkInterfaceAttribute")),
             DryRun::CreateSecurityGroup(vpc) => self
                 .ec2
                 .create_security_group()
@@ -280,7 +274,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(err("CreateSecurityGroup")),
+                .map_err(AwsError::of("ec2", "CreateSecurityGroup")),
             DryRun::CreateTags(id) => self
                 .ec2
                 .create_tags()
@@ -290,7 +284,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(err("CreateTags")),
+                .map_err(AwsError::of("ec2", "CreateTags")),
         };
         match result {
             Err(e) if e.is(AwsErrorKind::DryRunAllowed) => Ok(()),
@@ -323,7 +317,7 @@ impl Ec2 for AccountClients {
             )
             .send()
             .await
-            .map_err(err("CreateSecurityGroup"))?;
+            .map_err(AwsError::of("ec2", "CreateSecurityGroup"))?;
         let id = parse("CreateSecurityGroup", "GroupId", out.group_id())?;
         Ok((id, call("CreateSecurityGroup", &out)))
     }
@@ -339,7 +333,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(ingress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(err("AuthorizeSecurityGroupIngress"))?;
+                .map_err(AwsError::of("ec2", "AuthorizeSecurityGroupIngress"))?;
             calls.push(call("AuthorizeSecurityGroupIngress", &out));
         }
         if !egress.is_empty() {
@@ -350,7 +344,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(egress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(err("AuthorizeSecurityGroupEgress"))?;
+                .map_err(AwsError::of("ec2", "AuthorizeSecurityGroupEgress"))?;
             calls.push(call("AuthorizeSecurityGroupEgress", &out));
         }
         Ok(calls)
@@ -367,7 +361,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(ingress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(err("RevokeSecurityGroupIngress"))?;
+                .map_err(AwsError::of("ec2", "RevokeSecurityGroupIngress"))?;
             calls.push(call("RevokeSecurityGroupIngress", &out));
         }
         if !egress.is_empty() {
@@ -378,7 +372,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(egress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(err("RevokeSecurityGroupEgress"))?;
+                .map_err(AwsError::of("ec2", "RevokeSecurityGroupEgress"))?;
             calls.push(call("RevokeSecurityGroupEgress", &out));
         }
         Ok(calls)
@@ -396,7 +390,7 @@ impl Ec2 for AccountClients {
             .set_groups(Some(groups.iter().map(|g| g.to_string()).collect()))
             .send()
             .await
-            .map_err(err("ModifyNetworkInterfaceAttribute"))?;
+            .map_err(AwsError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
         Ok(call("ModifyNetworkInterfaceAttribute", &out))
     }
 
@@ -408,7 +402,7 @@ impl Ec2 for AccountClients {
             .disable_api_termination(AttributeBooleanValue::builder().value(on).build())
             .send()
             .await
-            .map_err(err("ModifyInstanceAttribute"))?;
+            .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
@@ -423,7 +417,7 @@ impl Ec2 for AccountClients {
             .value(behavior)
             .send()
             .await
-            .map_err(err("ModifyInstanceAttribute"))?;
+            .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
@@ -450,7 +444,7 @@ impl Ec2 for AccountClients {
             .set_block_device_mappings(Some(mappings))
             .send()
             .await
-            .map_err(err("ModifyInstanceAttribute"))?;
+            .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
@@ -462,7 +456,7 @@ impl Ec2 for AccountClients {
             .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
             .send()
             .await
-            .map_err(err("CreateTags"))?;
+            .map_err(AwsError::of("ec2", "CreateTags"))?;
         Ok(call("CreateTags", &out))
     }
 
@@ -473,7 +467,7 @@ impl Ec2 for AccountClients {
             .association_id(association_id)
             .send()
             .await
-            .map_err(err("DisassociateIamInstanceProfile"))?;
+            .map_err(AwsError::of("ec2", "DisassociateIamInstanceProfile"))?;
         Ok(call("DisassociateIamInstanceProfile", &out))
     }
 
@@ -485,7 +479,7 @@ impl Ec2 for AccountClients {
             .iam_instance_profile(IamInstanceProfileSpecification::builder().arn(profile_arn).build())
             .send()
             .await
-            .map_err(err("AssociateIamInstanceProfile"))?;
+            .map_err(AwsError::of("ec2", "AssociateIamInstanceProfile"))?;
         Ok(call("AssociateIamInstanceProfile", &out))
     }
 }

@@ -12,17 +12,6 @@ use super::{AccountClients, AwsError};
 use crate::ids::InstanceId;
 use crate::isolate::cloud::{Call, CloudResult, LoadBalancing, Target};
 
-fn err<E, R>(
-    service: &'static str,
-    operation: &'static str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk(service, operation, e)
-}
-
 fn description(target: &Target, id: &InstanceId) -> TargetDescription {
     TargetDescription::builder()
         .id(id.as_str())
@@ -41,7 +30,7 @@ impl LoadBalancing for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(err("elbv2", "DescribeTargetGroups"))?;
+            .map_err(AwsError::of("elbv2", "DescribeTargetGroups"))?;
         Ok(pages
             .iter()
             .flat_map(|p| p.target_groups().iter().filter_map(|t| t.target_group_arn().map(str::to_owned)))
@@ -91,7 +80,7 @@ impl LoadBalancing for AccountClients {
             .targets(description(target, id))
             .send()
             .await
-            .map_err(err("elbv2", "DeregisterTargets"))?;
+            .map_err(AwsError::of("elbv2", "DeregisterTargets"))?;
         Ok(Call::new("DeregisterTargets", out.request_id()))
     }
 
@@ -103,7 +92,7 @@ impl LoadBalancing for AccountClients {
             .targets(description(target, id))
             .send()
             .await
-            .map_err(err("elbv2", "RegisterTargets"))?;
+            .map_err(AwsError::of("elbv2", "RegisterTargets"))?;
         Ok(Call::new("RegisterTargets", out.request_id()))
     }
 
@@ -115,7 +104,7 @@ impl LoadBalancing for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(err("elb", "DescribeLoadBalancers"))?;
+            .map_err(AwsError::of("elb", "DescribeLoadBalancers"))?;
         Ok(pages
             .iter()
             .flat_map(|p| p.load_balancer_descriptions().iter())
@@ -134,7 +123,7 @@ impl LoadBalancing for AccountClients {
             .instances(ClassicInstance::builder().instance_id(id.as_str()).build())
             .send()
             .await
-            .map_err(err("elb", "DeregisterInstancesFromLoadBalancer"))?;
+            .map_err(AwsError::of("elb", "DeregisterInstancesFromLoadBalancer"))?;
         Ok(Call::new(
             "DeregisterInstancesFromLoadBalancer",
             aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out),
@@ -149,7 +138,7 @@ impl LoadBalancing for AccountClients {
             .instances(ClassicInstance::builder().instance_id(id.as_str()).build())
             .send()
             .await
-            .map_err(err("elb", "RegisterInstancesWithLoadBalancer"))?;
+            .map_err(AwsError::of("elb", "RegisterInstancesWithLoadBalancer"))?;
         Ok(Call::new(
             "RegisterInstancesWithLoadBalancer",
             aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out),

@@ -91,6 +91,15 @@ impl AwsError {
         Self { service, operation, kind, code, message, request_id }
     }
 
+    /// `map_err` adapter: `.map_err(AwsError::of("ec2", "DescribeInstances"))`.
+    pub fn of<E, R>(service: &'static str, operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        move |e| Self::from_sdk(service, operation, e)
+    }
+
     pub fn is(&self, kind: AwsErrorKind) -> bool {
         self.kind == kind
     }

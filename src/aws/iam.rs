@@ -7,16 +7,6 @@ use super::error::AwsErrorKind;
 use super::{AccountClients, AwsError};
 use crate::isolate::cloud::{Call, CloudResult, Iam, missing};
 
-fn err<E, R>(
-    operation: &'static str,
-) -> impl FnOnce(aws_smithy_runtime_api::client::result::SdkError<E, R>) -> AwsError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk("iam", operation, e)
-}
-
 /// `arn:aws:iam::ACCOUNT:instance-profile/path/NAME` -> `NAME`.
 pub fn profile_name(arn: &str) -> Option<&str> {
     arn.split_once(":instance-profile/").map(|(_, rest)| rest.rsplit('/').next().unwrap_or(rest))
@@ -33,7 +23,7 @@ impl Iam for AccountClients {
             .instance_profile_name(name)
             .send()
             .await
-            .map_err(err("GetInstanceProfile"))?;
+            .map_err(AwsError::of("iam", "GetInstanceProfile"))?;
         let profile =
             out.instance_profile().ok_or_else(|| missing("iam", "GetInstanceProfile", "InstanceProfile"))?;
         Ok(profile.roles().iter().map(|r| r.role_name().to_owned()).collect())
@@ -48,7 +38,7 @@ impl Iam for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(err("ListInstanceProfilesForRole"))?;
+            .map_err(AwsError::of("iam", "ListInstanceProfilesForRole"))?;
         Ok(pages.iter().flat_map(|p| p.instance_profiles().iter().map(|ip| ip.arn().to_owned())).collect())
     }
 
@@ -85,7 +75,7 @@ impl Iam for AccountClients {
             .policy_document(document.to_string())
             .send()
             .await
-            .map_err(err("PutRolePolicy"))?;
+            .map_err(AwsError::of("iam", "PutRolePolicy"))?;
         Ok(Call::new("PutRolePolicy", out.request_id()))
     }
 
@@ -97,7 +87,7 @@ impl Iam for AccountClients {
             .policy_name(policy)
             .send()
             .await
-            .map_err(err("DeleteRolePolicy"))?;
+            .map_err(AwsError::of("iam", "DeleteRolePolicy"))?;
         Ok(Call::new("DeleteRolePolicy", out.request_id()))
     }
 }

@@ -3,8 +3,6 @@
 //! each probe exists only to prove a permission or a resource, never to act.
 
 use aws_sdk_ec2::types::{InstanceSpecification, InstanceType, VolumeType};
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::error::{AwsError, AwsErrorKind};
 use super::{AccountClients, identity};
@@ -22,14 +20,6 @@ pub struct AwsProbes<'a> {
     pub clients: &'a AccountClients,
 }
 
-fn dry<E, R>(op: &'static str) -> impl FnOnce(SdkError<E, R>) -> AwsError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    move |e| AwsError::from_sdk("ec2", op, e)
-}
-
 #[async_trait::async_trait]
 impl Probes for AwsProbes<'_> {
     async fn identity(&self) -> Result<Identity, AwsError> {
@@ -41,7 +31,11 @@ impl Probes for AwsProbes<'_> {
         let ec2 = &self.clients.ec2;
         match op {
             DryRunOp::DescribeInstances => {
-                ec2.describe_instances().dry_run(true).send().await.map_err(dry("DescribeInstances"))?;
+                ec2.describe_instances()
+                    .dry_run(true)
+                    .send()
+                    .await
+                    .map_err(AwsError::of("ec2", "DescribeInstances"))?;
             }
             DryRunOp::CreateSnapshots => {
                 ec2.create_snapshots()
@@ -51,7 +45,7 @@ impl Probes for AwsProbes<'_> {
                     )
                     .send()
                     .await
-                    .map_err(dry("CreateSnapshots"))?;
+                    .map_err(AwsError::of("ec2", "CreateSnapshots"))?;
             }
             DryRunOp::CreateSecurityGroup => {
                 ec2.create_security_group()
@@ -60,7 +54,7 @@ impl Probes for AwsProbes<'_> {
                     .description("cleanroom preflight DryRun")
                     .send()
                     .await
-                    .map_err(dry("CreateSecurityGroup"))?;
+                    .map_err(AwsError::of("ec2", "CreateSecurityGroup"))?;
             }
             DryRunOp::ModifyNetworkInterfaceAttribute => {
                 ec2.modify_network_interface_attribute()
@@ -69,7 +63,7 @@ impl Probes for AwsProbes<'_> {
                     .groups("sg-00000000000000000")
                     .send()
                     .await
-                    .map_err(dry("ModifyNetworkInterfaceAttribute"))?;
+                    .map_err(AwsError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
             }
             DryRunOp::ModifyInstanceAttribute => {
                 ec2.modify_instance_attribute()
@@ -80,7 +74,7 @@ impl Probes for AwsProbes<'_> {
                     )
                     .send()
                     .await
-                    .map_err(dry("ModifyInstanceAttribute"))?;
+                    .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
             }
             DryRunOp::DisassociateIamInstanceProfile => {
                 ec2.disassociate_iam_instance_profile()
@@ -110,7 +104,7 @@ impl Probes for AwsProbes<'_> {
                     )
                     .send()
                     .await
-                    .map_err(dry("CreateTags"))?;
+                    .map_err(AwsError::of("ec2", "CreateTags"))?;
             }
             DryRunOp::RunAnalysisInstance => {
                 let a = &config.analysis;
@@ -130,7 +124,7 @@ impl Probes for AwsProbes<'_> {
                 if let crate::config::AmiSource::Id(id) = &a.ami {
                     run = run.image_id(id.as_str());
                 }
-                run.send().await.map_err(dry("RunInstances"))?;
+                run.send().await.map_err(AwsError::of("ec2", "RunInstances"))?;
             }
             DryRunOp::CreateVolume => {
                 ec2.create_volume()
@@ -140,7 +134,7 @@ impl Probes for AwsProbes<'_> {
                     .volume_type(VolumeType::Gp3)
                     .send()
                     .await
-                    .map_err(dry("CreateVolume"))?;
+                    .map_err(AwsError::of("ec2", "CreateVolume"))?;
             }
         }
         Ok(())

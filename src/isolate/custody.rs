@@ -10,39 +10,8 @@ use serde::Serialize;
 
 use crate::ids::AccountId;
 
-/// The custody actions containment records (a subset of the evidence log's closed list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    EvidenceStored,
-    InstanceProtected,
-    ServiceDetached,
-    NetworkIsolated,
-    CredentialsRevoked,
-    ContainmentVerified,
-    ContainmentFailed,
-    Released,
-}
-
-/// A stored evidence item, as the custody log references it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EvidenceRef {
-    pub id: String,
-    pub sha256: String,
-    pub s3_key: String,
-    pub version_id: Option<String>,
-}
-
-/// One custody event: what was done to which resource, with which AWS requests.
-#[derive(Debug, Clone, Serialize)]
-pub struct Event {
-    pub action: Action,
-    /// The ARN of the resource acted on.
-    pub subject: String,
-    pub evidence: Vec<EvidenceRef>,
-    pub aws_request_ids: Vec<String>,
-    pub details: serde_json::Value,
-}
+// The evidence log's own types: containment records in the same closed list.
+pub use crate::evidence::{Action, CustodyEvent as Event, EvidenceRef};
 
 /// A new evidence item (its id is stable across reruns: storing it again is a no-op).
 #[derive(Debug, Clone, Serialize)]
@@ -137,24 +106,6 @@ impl CustodySink for MemoryCustody {
 /// The evidence store's case behind the seam.
 pub struct CaseCustody(pub crate::evidence::Case);
 
-fn action(a: Action) -> crate::evidence::Action {
-    use crate::evidence::Action as E;
-    match a {
-        Action::EvidenceStored => E::EvidenceStored,
-        Action::InstanceProtected => E::InstanceProtected,
-        Action::ServiceDetached => E::ServiceDetached,
-        Action::NetworkIsolated => E::NetworkIsolated,
-        Action::CredentialsRevoked => E::CredentialsRevoked,
-        Action::ContainmentVerified => E::ContainmentVerified,
-        Action::ContainmentFailed => E::ContainmentFailed,
-        Action::Released => E::Released,
-    }
-}
-
-fn to_ref(r: crate::evidence::EvidenceRef) -> EvidenceRef {
-    EvidenceRef { id: r.id, sha256: r.sha256, s3_key: r.s3_key, version_id: r.version_id }
-}
-
 fn fail(e: impl std::fmt::Display) -> CustodyError {
     CustodyError(e.to_string())
 }
@@ -162,27 +113,7 @@ fn fail(e: impl std::fmt::Display) -> CustodyError {
 #[async_trait]
 impl CustodySink for CaseCustody {
     async fn record(&self, event: Event) -> Result<(), CustodyError> {
-        let evidence = event
-            .evidence
-            .into_iter()
-            .map(|r| crate::evidence::EvidenceRef {
-                id: r.id,
-                sha256: r.sha256,
-                s3_key: r.s3_key,
-                version_id: r.version_id,
-            })
-            .collect();
-        self.0
-            .record(crate::evidence::CustodyEvent {
-                action: action(event.action),
-                subject: event.subject,
-                evidence,
-                aws_request_ids: event.aws_request_ids,
-                details: event.details,
-            })
-            .await
-            .map(|_| ())
-            .map_err(fail)
+        self.0.record(event).await.map(|_| ()).map_err(fail)
     }
 
     async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
@@ -195,7 +126,7 @@ impl CustodySink for CaseCustody {
             method: item.method,
             derived_from: vec![],
         };
-        self.0.store_json(new, value).await.map(to_ref).map_err(fail)
+        self.0.store_json(new, value).await.map_err(fail)
     }
 
     async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
@@ -208,6 +139,6 @@ impl CustodySink for CaseCustody {
         let bytes = self.0.read_item(&item).await.map_err(fail)?;
         let value = serde_json::from_slice(&bytes)
             .map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;
-        Ok(Some((to_ref(r), value)))
+        Ok(Some((r, value)))
     }
 }

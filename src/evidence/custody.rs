@@ -17,6 +17,8 @@ pub const CLOCK_SOURCE: &str = "system clock (UTC) of the host running cleanroom
 pub enum Action {
     CaseOpened,
     EvidenceStored,
+    /// The changes containment is about to make (written before the first one).
+    ContainmentPlanned,
     InstanceProtected,
     ServiceDetached,
     NetworkIsolated,

@@ -425,23 +425,35 @@ fn ids(calls: &[Call]) -> Vec<String> {
 /// The prior state of `p` stored as evidence (recording EvidenceStored), unless a
 /// previous run stored it or nothing is to change.
 async fn store_prior(settings: &Settings, p: &mut Prepared, custody: &dyn CustodySink) -> Result<(), String> {
-    if p.stored.is_some() {
-        return Ok(());
+    if p.stored.is_none() {
+        let item = Item {
+            id: prior_state_item(&p.scope.account, &p.id),
+            account: p.scope.account.clone(),
+            subject: p.id.to_string(),
+            name: "containment-prior-state.json".into(),
+            source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
+            method: "cleanroom isolate: captured before any change, for release".into(),
+        };
+        let value = serde_json::to_value(&p.prior).expect("prior state serialises");
+        // Storing the item records its own EvidenceStored custody event.
+        let r = custody.store_json(item, &value).await.map_err(|e| e.to_string())?;
+        tracing::info!("{}: prior state stored", p.id);
+        p.stored = Some(r);
     }
-    let _ = settings;
-    let item = Item {
-        id: prior_state_item(&p.scope.account, &p.id),
-        account: p.scope.account.clone(),
-        subject: p.id.to_string(),
-        name: "containment-prior-state.json".into(),
-        source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
-        method: "cleanroom isolate: captured before any change, for release".into(),
-    };
-    let value = serde_json::to_value(&p.prior).expect("prior state serialises");
-    // Storing the item records its own EvidenceStored custody event.
-    let r = custody.store_json(item, &value).await.map_err(|e| e.to_string())?;
-    tracing::info!("{}: prior state stored", p.id);
-    p.stored = Some(r);
+    if !p.plan.is_empty() {
+        // Write-ahead: the intended changes are in the chain before any is made, so a
+        // crash between the changes and their records leaves the intent on record.
+        custody
+            .record(Event {
+                action: Action::ContainmentPlanned,
+                subject: instance_arn(&p.scope.region, &p.scope.account, &p.id),
+                evidence: p.stored.iter().cloned().collect(),
+                aws_request_ids: vec![],
+                details: serde_json::json!({"case": settings.case, "plan": p.plan}),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -129,12 +129,10 @@ async fn isolates_an_instance_with_two_enis_behind_a_service() {
         assert!(actions.contains(&a), "{a:?} recorded: {actions:?}");
     }
     assert_eq!(actions[0], Action::EvidenceStored, "the prior state is stored first");
-    for e in w
-        .custody
-        .events()
-        .iter()
-        .filter(|e| e.action != Action::EvidenceStored && e.action != Action::ContainmentVerified)
-    {
+    assert_eq!(actions[1], Action::ContainmentPlanned, "the intent is recorded before any change");
+    for e in w.custody.events().iter().filter(|e| {
+        !matches!(e.action, Action::EvidenceStored | Action::ContainmentPlanned | Action::ContainmentVerified)
+    }) {
         assert!(!e.aws_request_ids.is_empty(), "{:?} carries request ids", e.action);
         assert!(e.subject.starts_with("arn:aws:ec2:eu-west-1:111122223333:instance/i-"));
     }
@@ -401,4 +399,60 @@ async fn release_restores_the_prior_state_exactly() {
     assert!(after.role_policies.is_empty(), "deny removed");
     assert_eq!(w.custody.actions().last(), Some(&Action::Released));
     assert!(!w.custody.events().last().unwrap().aws_request_ids.is_empty());
+}
+
+/// A case whose process dies right after the changes: every custody record after the
+/// write-ahead plan is lost.
+struct DiesAfterPlanning(Arc<MemoryCustody>);
+
+#[async_trait::async_trait]
+impl cleanroom::isolate::custody::CustodySink for DiesAfterPlanning {
+    async fn record(
+        &self,
+        event: cleanroom::isolate::custody::Event,
+    ) -> Result<(), cleanroom::isolate::custody::CustodyError> {
+        if event.action == Action::ContainmentPlanned {
+            return self.0.record(event).await;
+        }
+        Err(cleanroom::isolate::custody::CustodyError("process killed".into()))
+    }
+    async fn store_json(
+        &self,
+        item: cleanroom::isolate::custody::Item,
+        value: &serde_json::Value,
+    ) -> Result<cleanroom::evidence::EvidenceRef, cleanroom::isolate::custody::CustodyError> {
+        self.0.store_json(item, value).await
+    }
+    async fn load_json(
+        &self,
+        id: &str,
+    ) -> Result<
+        Option<(cleanroom::evidence::EvidenceRef, serde_json::Value)>,
+        cleanroom::isolate::custody::CustodyError,
+    > {
+        self.0.load_json(id).await
+    }
+}
+
+// Regression: a crash after an instance's changes and before their custody records
+// left changes with no trace in the chain. The plan is now written ahead of them.
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_the_changes_and_their_records_leaves_the_plan_on_record() {
+    let w = World::new(FakeCloud::new());
+    let id = w.cloud.seed_service_instance();
+    let cloud: Arc<dyn Cloud> = w.cloud.clone();
+    let scope = Scope::new(ACCOUNT.parse().unwrap(), REGION.parse().unwrap(), cloud);
+    let dying = Arc::new(DiesAfterPlanning(w.custody.clone()));
+    isolate(&settings(), vec![(scope, id.clone())], dying, Arc::new(Silent)).await;
+    assert_contained(&w, &id);
+    let events = w.custody.events();
+    let actions: Vec<Action> = events.iter().map(|e| e.action).collect();
+    assert_eq!(actions, vec![Action::EvidenceStored, Action::ContainmentPlanned]);
+    let plan = events[1].details["plan"].to_string();
+    assert!(plan.contains("eni-"), "the plan names the ENIs to swap: {plan}");
+
+    // The rerun finds the instance contained and proves it.
+    let again = w.isolate(std::slice::from_ref(&id)).await;
+    assert_eq!(again[0].status, Status::AlreadyIsolated, "{:#?}", again[0]);
+    assert_eq!(w.custody.actions().last(), Some(&Action::ContainmentVerified));
 }

@@ -519,6 +519,7 @@ async fn isolate_then_release_an_instance_with_two_enis_behind_a_service() {
             serde_json::from_slice(&body.body.collect().await.unwrap().into_bytes()).unwrap();
         if r["action"] != "evidence_stored"
             && r["action"] != "case_opened"
+            && r["action"] != "containment_planned"
             && r["action"] != "containment_verified"
         {
             let ids = r["aws_request_ids"].as_array().unwrap();

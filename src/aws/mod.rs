@@ -297,6 +297,29 @@ impl Aws {
 mod tests {
     use super::*;
 
+    // The Rust SDK sets no timeouts by default: a hung endpoint would hang a response.
+    #[tokio::test]
+    async fn every_client_has_timeouts_and_retries() {
+        let region: Region = "eu-west-1".parse().unwrap();
+        let credentials = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let opts = ConnectOptions { profile: None, region: Some(region.clone()) };
+        // Region and credentials are explicit: nothing is resolved from the machine.
+        let sdk = base_config(&opts, &region)
+            .await
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build();
+        let timeouts = sdk.timeout_config().expect("timeouts are set");
+        assert_eq!(timeouts.connect_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(timeouts.operation_timeout(), Some(OPERATION_TIMEOUT));
+        assert_eq!(sdk.retry_config().expect("retries are set").max_attempts(), MAX_ATTEMPTS);
+        let clients = AccountClients::new(sdk, region);
+        let s3 = clients.s3.config().timeout_config().expect("S3 timeouts are set").clone();
+        assert_eq!(s3.operation_attempt_timeout(), Some(S3_ATTEMPT_TIMEOUT));
+        assert_eq!(s3.connect_timeout(), Some(CONNECT_TIMEOUT));
+    }
+
     #[test]
     fn session_names_are_what_sts_accepts() {
         assert_eq!(session_name("IR-2026/01 x"), "cleanroom-IR-2026-01-x");

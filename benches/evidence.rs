@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cleanroom::evidence::digest::MultiHasher;
+use cleanroom::evidence::digest::{MultiHasher, StreamDigest};
 use cleanroom::evidence::store::{
     ByteChunks, LockMode, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind,
     Version, Written,
@@ -144,23 +144,23 @@ fn sha256_pass(path: &Path) {
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        h.feed(&buf[..n]);
     }
-    std::hint::black_box(h.finalize());
+    std::hint::black_box(h.finish());
 }
 
-fn one_pass<D: Digest>(path: &Path) {
+fn one_pass<D: StreamDigest>(path: &Path) {
     let mut f = std::fs::File::open(path).unwrap();
-    let mut h = D::new();
+    let mut h = D::start();
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = f.read(&mut buf).unwrap();
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        h.feed(&buf[..n]);
     }
-    std::hint::black_box(h.finalize());
+    std::hint::black_box(h.finish());
 }
 
 fn three_pass(path: &Path) {

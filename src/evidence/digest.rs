@@ -7,7 +7,8 @@ use std::thread::JoinHandle;
 
 use base64::Engine;
 use bytes::Bytes;
-use md5::Md5;
+// md-5 0.10 (for its assembly core) implements the previous `digest` trait version.
+use md5::{Digest as _, Md5};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -80,19 +81,42 @@ pub struct MultiHasher {
     size: u64,
 }
 
-fn spawn<D: Digest + Send + 'static>(
-    name: &'static str,
-    queue: usize,
-) -> (mpsc::Sender<Bytes>, JoinHandle<String>) {
+/// One streaming digest, whichever `digest` trait version its crate implements.
+pub trait StreamDigest: Send + 'static {
+    fn start() -> Self;
+    fn feed(&mut self, bytes: &[u8]);
+    fn finish(self) -> Vec<u8>;
+}
+
+macro_rules! stream_digest {
+    ($t:ty, $trait:path) => {
+        impl StreamDigest for $t {
+            fn start() -> Self {
+                <$t as $trait>::new()
+            }
+            fn feed(&mut self, bytes: &[u8]) {
+                <$t as $trait>::update(self, bytes)
+            }
+            fn finish(self) -> Vec<u8> {
+                <$t as $trait>::finalize(self).to_vec()
+            }
+        }
+    };
+}
+stream_digest!(Sha256, Digest);
+stream_digest!(Sha1, Digest);
+stream_digest!(Md5, md5::Digest);
+
+fn spawn<D: StreamDigest>(name: &'static str, queue: usize) -> (mpsc::Sender<Bytes>, JoinHandle<String>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(queue);
     let handle = std::thread::Builder::new()
         .name(format!("digest-{name}"))
         .spawn(move || {
-            let mut d = D::new();
+            let mut d = D::start();
             while let Some(chunk) = rx.blocking_recv() {
-                d.update(&chunk);
+                d.feed(&chunk);
             }
-            tagged(name, &d.finalize())
+            tagged(name, &d.finish())
         })
         .expect("spawning a digest thread");
     (tx, handle)

@@ -47,14 +47,17 @@ pub struct Check {
 }
 
 impl Check {
+    fn new(
+        name: impl Into<String>,
+        account: &str,
+        status: Status,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) -> Self {
+        Self { name: name.into(), account: account.into(), status, detail: detail.into(), fix }
+    }
     fn pass(name: impl Into<String>, account: &str, detail: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            account: account.into(),
-            status: Status::Pass,
-            detail: detail.into(),
-            fix: None,
-        }
+        Self::new(name, account, Status::Pass, detail, None)
     }
     fn fail(
         name: impl Into<String>,
@@ -62,13 +65,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            name: name.into(),
-            account: account.into(),
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Self::new(name, account, Status::Fail, detail, Some(fix.into()))
     }
     fn warn(
         name: impl Into<String>,
@@ -76,13 +73,7 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            name: name.into(),
-            account: account.into(),
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Self::new(name, account, Status::Warn, detail, Some(fix.into()))
     }
 }
 

@@ -1122,17 +1122,21 @@ def _command_matches(c: LabCommand, filters: list[tuple[str, str]]) -> bool:
     return True
 
 
+def _selected_commands(account: str, region: str, command_id: str | None) -> list:
+    """The named command, or every command of the account and region, newest first."""
+    if command_id:
+        return [_command(account, region, command_id)]
+    with _lock:
+        return list(reversed(_commands.get((account, region), [])))
+
+
 def list_commands(self: Any) -> ActionResult:
     account, region = self.current_account, self.region
     command_id = self._get_param("CommandId")
     instance_id = self._get_param("InstanceId")
     max_results = _max_results(self._get_param("MaxResults"), LIST_DEFAULT_PAGE, 1, LIST_MAX)
     filters = _time_filters(self._get_param("Filters") or [])
-    if command_id:
-        commands = [_command(account, region, command_id)]
-    else:
-        with _lock:
-            commands = list(reversed(_commands.get((account, region), [])))
+    commands = _selected_commands(account, region, command_id)
     if instance_id:
         commands = [c for c in commands if instance_id in c.invocations]
     commands = [c for c in commands if _command_matches(c, filters)]
@@ -1150,11 +1154,7 @@ def list_command_invocations(self: Any) -> ActionResult:
     details = bool(self._get_param("Details"))
     max_results = _max_results(self._get_param("MaxResults"), LIST_DEFAULT_PAGE, 1, LIST_MAX)
     filters = _time_filters(self._get_param("Filters") or [])
-    if command_id:
-        commands = [_command(account, region, command_id)]
-    else:
-        with _lock:
-            commands = list(reversed(_commands.get((account, region), [])))
+    commands = _selected_commands(account, region, command_id)
     invs = []
     for c in commands:
         if not _command_matches(c, [f for f in filters if f[0] != "Status"]):

@@ -12,8 +12,8 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine;
 
-use super::seed::{MEMBER_ROLE, SeedError};
-use super::{HOME_ACCOUNT, Lab};
+use super::Lab;
+use super::seed::{MEMBER_ROLE, SeedError, fail};
 use crate::ids::{AccountId, InstanceId, Region};
 
 /// The attacker's launch script, as CloudTrail would redact it and EC2 keeps it.
@@ -40,10 +40,6 @@ impl Suspect {
     pub fn arn(&self) -> String {
         format!("arn:aws:ec2:{}:{}:instance/{}", self.region, self.account, self.instance)
     }
-}
-
-fn fail<E: std::fmt::Debug>(step: &'static str) -> impl FnOnce(E) -> SeedError {
-    move |e| SeedError { step, detail: format!("{e:?}") }
 }
 
 /// Seeds the member account of the incident and returns the suspect instance.
@@ -219,7 +215,6 @@ pub async fn cryptomining(
     .await
     .map_err(fail("seed console output"))?;
 
-    let _ = HOME_ACCOUNT;
     Ok(Suspect {
         account: account.clone(),
         region: region.clone(),

@@ -27,7 +27,7 @@ pub struct SeedError {
     pub detail: String,
 }
 
-fn fail<E: Debug>(step: &'static str) -> impl FnOnce(E) -> SeedError {
+pub(super) fn fail<E: Debug>(step: &'static str) -> impl FnOnce(E) -> SeedError {
     move |e| SeedError { step, detail: format!("{e:?}") }
 }
 

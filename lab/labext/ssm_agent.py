@@ -36,9 +36,10 @@ ListCommandInvocations, CancelCommand or DescribeInstanceInformation. Here:
 * Environment of a script: only CLEANROOM_ROOT, CLEANROOM_INSTANCE_ID, CLEANROOM_COMMAND_ID,
   HOME and TMPDIR inside the sandbox, PATH with the lab venv's bin first (awscli), LANG,
   AWS_ENDPOINT_URL (the lab), AWS_EC2_METADATA_DISABLED=true, AWS_REGION/AWS_DEFAULT_REGION,
-  AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE=/dev/null, NO_PROXY, and credentials of the
-  instance's account (the instance profile's role assumed with session name = instance id when
-  it has one, else a temporary key of the account).
+  AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE=/dev/null, NO_PROXY, and, when the instance has
+  an instance profile with a role, that role's credentials (assumed with session name =
+  instance id). Without a profile there are none, as on AWS: the AWS CLI cannot sign. The
+  agent's own S3 uploads use the role, or else a temporary key of the account.
 * Output: GetCommandInvocation gives the real status, ResponseCode, the first 24,000
   characters of stdout and 8,000 of stderr (no truncation marker, as SSM), and
   StandardOutputUrl/StandardErrorUrl; with OutputS3BucketName the agent uploads, like the real
@@ -491,9 +492,10 @@ def _truncate_output(stdout: str, stderr: str, capacity: int = PLUGIN_OUTPUT_LIM
 # Running an invocation
 
 
-def _credentials(account: str, region: str, instance: Any) -> dict[str, str]:
-    from moto.iam.models import iam_backends
-
+def _role_credentials(account: str, region: str, instance: Any) -> dict[str, str]:
+    """What the instance's scripts get from IMDS: its profile's role, assumed with session
+    name = instance id. An instance without a profile (or whose profile has no role) has no
+    credentials at all on AWS, so the sandbox gets none and the AWS CLI cannot sign."""
     role_arn = None
     try:
         assoc = _ec2(account, region).iam_instance_profile_associations.get(instance.id)
@@ -502,18 +504,30 @@ def _credentials(account: str, region: str, instance: Any) -> dict[str, str]:
         role_arn = roles[0].arn if roles else None
     except Exception:
         role_arn = None
-    if role_arn:
-        try:
-            from moto.sts.models import sts_backends
+    if not role_arn:
+        return {}
+    try:
+        from moto.sts.models import sts_backends
 
-            assumed = sts_backends[account]["aws"].assume_role(
-                region_name=region, role_session_name=instance.id, role_arn=role_arn,
-                policy="", duration=3600, external_id="")
-            return {"AWS_ACCESS_KEY_ID": assumed.access_key_id,
-                    "AWS_SECRET_ACCESS_KEY": assumed.secret_access_key,
-                    "AWS_SESSION_TOKEN": assumed.session_token}
-        except Exception:
-            pass
+        assumed = sts_backends[account]["aws"].assume_role(
+            region_name=region, role_session_name=instance.id, role_arn=role_arn,
+            policy="", duration=3600, external_id="")
+    except Exception as e:  # noqa: BLE001 - no credentials is what the instance would see
+        print(f"lab ssm_agent: cannot assume {role_arn} for {instance.id}: {e}", file=sys.stderr)
+        return {}
+    return {"AWS_ACCESS_KEY_ID": assumed.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": assumed.secret_access_key,
+            "AWS_SESSION_TOKEN": assumed.session_token}
+
+
+def _agent_credentials(account: str, role_creds: dict[str, str]) -> dict[str, str]:
+    """What the agent itself uploads output with: the instance's role, or without one a
+    temporary key of the account (on AWS a managed instance without a profile gets the
+    agent's own credentials from Default Host Management, which its scripts cannot see)."""
+    if role_creds:
+        return role_creds
+    from moto.iam.models import iam_backends
+
     key = iam_backends[account]["aws"].create_temp_access_key()
     return {"AWS_ACCESS_KEY_ID": key.access_key_id,
             "AWS_SECRET_ACCESS_KEY": key.secret_access_key}
@@ -720,7 +734,7 @@ def _upload(inv: Invocation, plugin: Plugin, raw_out: bytes, raw_err: bytes) -> 
     import boto3
     from botocore.config import Config
 
-    creds = inv.creds
+    creds = inv.agent_creds
     try:
         s3 = boto3.session.Session(
             aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
@@ -805,7 +819,8 @@ def _execute(inv: Invocation) -> None:
     run_as = _run_as()
     sandbox = _build_sandbox(inv, instance, run_as)
     inv.sandbox = sandbox
-    inv.creds = _credentials(c.account, c.region, instance)
+    inv.creds = _role_credentials(c.account, c.region, instance)
+    inv.agent_creds = _agent_credentials(c.account, inv.creds)
     env = _environment(inv, sandbox, inv.creds)
     stop = False
     for plugin in inv.plugins:
@@ -841,6 +856,7 @@ def _execute(inv: Invocation) -> None:
 
 
 Invocation.creds = {}  # type: ignore[attr-defined]
+Invocation.agent_creds = {}  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------

@@ -203,8 +203,19 @@ def test_evidence_survives_the_hand_off_bit_for_bit(lab, workdir):
     evidence_volume = ec2_b.create_volume(SnapshotId=evidence, AvailabilityZone=AZ,
                                           VolumeType="gp3")
     assert (evidence_volume["Encrypted"], evidence_volume["KmsKeyId"]) == (True, forensics_key)
+    # Its instance profile is where the document's `aws s3 cp` gets credentials from
+    # (without one an instance has none, in the lab as on AWS).
+    iam_b = lab.client("iam", account=forensics)
+    iam_b.create_role(RoleName="CleanroomAnalysis", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole"}]}))
+    iam_b.create_instance_profile(InstanceProfileName="CleanroomAnalysis")
+    iam_b.add_role_to_instance_profile(InstanceProfileName="CleanroomAnalysis",
+                                       RoleName="CleanroomAnalysis")
     analysis = ec2_b.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1,
                                    InstanceType="m6i.large",
+                                   IamInstanceProfile={"Name": "CleanroomAnalysis"},
                                    Placement={"AvailabilityZone": AZ})["Instances"][0]
     instance_id = analysis["InstanceId"]
     ec2_b.attach_volume(VolumeId=evidence_volume["VolumeId"], InstanceId=instance_id,

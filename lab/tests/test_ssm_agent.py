@@ -355,3 +355,35 @@ def test_stopped_instances_lose_their_connection(lab, fresh_account):
     with pytest.raises(ClientError) as e:
         run(ssm, iid, "true")
     assert code(e) == "InvalidInstanceId"
+
+
+def test_scripts_get_credentials_only_from_an_instance_profile(lab, fresh_account):
+    # On AWS an instance without a profile has no credentials: the CLI cannot sign. The lab
+    # once gave such a sandbox a fresh key of the account, so an "aws" step that only works
+    # with credentials passed here and would fail on AWS.
+    ec2 = lab.client("ec2", account=fresh_account)
+    iam = lab.client("iam", account=fresh_account)
+    ssm = lab.client("ssm", account=fresh_account)
+    iam.create_role(RoleName="AnalysisRole", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole"}]}))
+    iam.create_instance_profile(InstanceProfileName="AnalysisProfile")
+    iam.add_role_to_instance_profile(InstanceProfileName="AnalysisProfile",
+                                     RoleName="AnalysisRole")
+    bare = managed_instance(lab, fresh_account)
+    with_profile = ec2.run_instances(
+        ImageId="ami-12345678", MinCount=1, MaxCount=1, Placement={"AvailabilityZone": AZ},
+        IamInstanceProfile={"Name": "AnalysisProfile"})["Instances"][0]["InstanceId"]
+    manage(lab, fresh_account, with_profile)
+    whoami = "aws sts get-caller-identity --query Arn --output text"
+
+    inv = wait(ssm, run(ssm, bare, whoami), bare)
+    assert inv["Status"] == "Failed"
+    assert "Unable to locate credentials" in inv["StandardErrorContent"]
+    assert inv["StandardOutputContent"] == ""
+
+    inv = wait(ssm, run(ssm, with_profile, whoami), with_profile)
+    assert inv["Status"] == "Success", inv["StandardErrorContent"]
+    assert inv["StandardOutputContent"].strip() == (
+        f"arn:aws:sts::{fresh_account}:assumed-role/AnalysisRole/{with_profile}")

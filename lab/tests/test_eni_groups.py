@@ -28,3 +28,22 @@ def test_swapped_groups_replace_the_launch_groups(lab, fresh_account):
     assert _groups(ec2, iid) == ([[c], [c]], [c])
     for n in ec2.describe_network_interfaces(NetworkInterfaceIds=enis)["NetworkInterfaces"]:
         assert [g["GroupId"] for g in n["Groups"]] == [c]
+
+
+def test_stock_enis_keep_the_launch_groups_after_a_swap(stock_lab, fresh_account):
+    # Stock moto 5.2.5 reports each attached ENI's groups as the union of its own and the
+    # instance's launch groups, and never changes the instance's SecurityGroups: after an
+    # isolation swap the instance still looks open.
+    ec2 = stock_lab.client("ec2", account=fresh_account, region="eu-west-1")
+    vpc = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    sub = ec2.create_subnet(VpcId=vpc, CidrBlock="10.7.1.0/24")["Subnet"]["SubnetId"]
+    a, c = (ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"] for n in "ac")
+    iid = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, SubnetId=sub,
+                            SecurityGroupIds=[a])["Instances"][0]["InstanceId"]
+    enis = [n["NetworkInterfaceId"] for n in ec2.describe_network_interfaces(
+        Filters=[{"Name": "attachment.instance-id", "Values": [iid]}])["NetworkInterfaces"]]
+    for eni in enis:
+        ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[c])
+    eni_groups, instance_groups = _groups(ec2, iid)
+    assert eni_groups == [sorted([a, c])]
+    assert instance_groups == [a]

@@ -246,7 +246,19 @@ def _rest_operation(service: str, environ: dict) -> tuple[str | None, dict[str, 
         operation, params = get_service_router(service).match(Request(probe))
     except Exception:  # noqa: BLE001 - unknown service or path: no operation name
         return None, {}
-    return operation.name, dict(params)
+    # The path labels and query names are the wire names (EBS direct: "snapshotId",
+    # "maxResults"); name them by the operation's members too ("SnapshotId").
+    query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+    named = dict(params)
+    shape = operation.input_shape
+    for member, member_shape in (shape.members.items() if shape is not None else ()):
+        where = member_shape.serialization.get("location")
+        wire = member_shape.serialization.get("name", member)
+        if where == "uri" and wire in params:
+            named[member] = params[wire]
+        elif where == "querystring" and wire in query:
+            named[member] = query[wire]
+    return operation.name, named
 
 
 def parse_request(environ: dict, *, read_body: bool = True) -> AwsRequest | None:

@@ -4,7 +4,7 @@
  * and must stay silent on the benign corpus of ssm-documents/tests/.
  */
 
-rule Cleanroom_Miner_XMRig
+rule Cleanroom_Miner_XMRig : miner linux
 {
     meta:
         description = "XMRig or a fork: at least two strings only XMRig-family miners carry"
@@ -23,7 +23,7 @@ rule Cleanroom_Miner_XMRig
         filesize < 64MB and 2 of them
 }
 
-rule Cleanroom_Miner_Stratum_URL
+rule Cleanroom_Miner_Stratum_URL : miner linux
 {
     meta:
         description = "a stratum mining-pool URL (stratum+tcp, +ssl or +tls) with a port"
@@ -34,7 +34,7 @@ rule Cleanroom_Miner_Stratum_URL
         $url
 }
 
-rule Cleanroom_Miner_Pool_Domain
+rule Cleanroom_Miner_Pool_Domain : miner linux
 {
     meta:
         description = "a well-known Monero mining-pool domain"
@@ -58,7 +58,7 @@ rule Cleanroom_Miner_Pool_Domain
         any of them
 }
 
-rule Cleanroom_Miner_Monero_Wallet
+rule Cleanroom_Miner_Monero_Wallet : miner linux
 {
     meta:
         description = "a Monero standard address (95 base58 characters starting with 4) standing alone"

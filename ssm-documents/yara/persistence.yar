@@ -3,7 +3,7 @@
  * ld.so.preload hijacking. Samples in ssm-documents/tests/samples/ (RULES.tsv).
  */
 
-rule Cleanroom_Persistence_Cron_Fetch_And_Run
+rule Cleanroom_Persistence_Cron_Fetch_And_Run : persistence linux
 {
     meta:
         description = "a cron schedule line that downloads with curl or wget and pipes it to a shell"
@@ -14,7 +14,7 @@ rule Cleanroom_Persistence_Cron_Fetch_And_Run
         filesize < 1MB and $line
 }
 
-rule Cleanroom_Persistence_Systemd_Fetch_And_Run
+rule Cleanroom_Persistence_Systemd_Fetch_And_Run : persistence linux
 {
     meta:
         description = "a systemd unit whose Exec line downloads with curl or wget and pipes it to a shell"
@@ -26,7 +26,7 @@ rule Cleanroom_Persistence_Systemd_Fetch_And_Run
         filesize < 1MB and $section and $exec
 }
 
-rule Cleanroom_Persistence_LD_Preload_File
+rule Cleanroom_Persistence_LD_Preload_File : persistence linux
 {
     meta:
         description = "a small file that is only a list of absolute .so paths, as /etc/ld.so.preload is"
@@ -37,7 +37,7 @@ rule Cleanroom_Persistence_LD_Preload_File
         filesize < 4KB and $so_path at 0
 }
 
-rule Cleanroom_Persistence_Process_Hider
+rule Cleanroom_Persistence_Process_Hider : persistence linux
 {
     meta:
         description = "libprocesshider-style library that hides a process from readdir (loaded via ld.so.preload)"

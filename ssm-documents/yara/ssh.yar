@@ -2,7 +2,7 @@
  * cleanroom: SSH backdoor keys. Samples in ssm-documents/tests/samples/ (RULES.tsv).
  */
 
-rule Cleanroom_SSH_Backdoor_Known_Key_Comment
+rule Cleanroom_SSH_Backdoor_Known_Key_Comment : ssh_backdoor linux
 {
     meta:
         description = "an SSH public key carrying a comment used by known cryptomining botnets"
@@ -14,7 +14,7 @@ rule Cleanroom_SSH_Backdoor_Known_Key_Comment
         $key
 }
 
-rule Cleanroom_SSH_Forced_Command_Fetch
+rule Cleanroom_SSH_Forced_Command_Fetch : ssh_backdoor linux
 {
     meta:
         description = "an authorized_keys entry whose forced command downloads with curl or wget"
@@ -25,7 +25,7 @@ rule Cleanroom_SSH_Forced_Command_Fetch
         $opt
 }
 
-rule Cleanroom_SSH_Key_Planted_By_Script
+rule Cleanroom_SSH_Key_Planted_By_Script : ssh_backdoor linux
 {
     meta:
         description = "a script that appends a public key to an authorized_keys file"

@@ -3,6 +3,8 @@
 
     lab/.venv/bin/python lab/server.py [--host 127.0.0.1] [--port 0] [--data-dir DIR]
         [--snapshot-polls N] [--without EXT ...] [--exit-on-stdin-eof] [--verbose]
+        [--latency-ms MS|JSON] [--ec2-throttle] [--ec2-buckets JSON] [--s3-slowdown-rate F]
+        [--service-buckets JSON] [--realism-seed N] [--iam-enforce]
 
 Prints exactly one line on stdout once it serves: ``LAB_READY http://127.0.0.1:<port>``.
 Everything else goes to stderr. Exits 0 on SIGTERM/SIGINT (and, with --exit-on-stdin-eof,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import logging
 import os
 import shutil
@@ -41,6 +44,22 @@ ALLOWED_HOSTS = ("127.0.0.1",)
 log = logging.getLogger("lab")
 
 
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or JSON: {text!r}") from None
+
+
+# flag attribute -> (option, extension that owns it)
+EXTENSION_FLAGS = {
+    "latency_ms": ("latency_ms", "realism"), "ec2_buckets": ("ec2_buckets", "realism"),
+    "s3_slowdown_rate": ("s3_slowdown_rate", "realism"),
+    "service_buckets": ("service_buckets", "realism"), "realism_seed": ("realism_seed", "realism"),
+    "ec2_throttle": ("ec2_throttle", "realism"), "iam_enforce": ("iam_enforce", "iam_enforce"),
+}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="lab/server.py", description=__doc__.split("\n")[1])
     p.add_argument("--host", default="127.0.0.1",
@@ -55,6 +74,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--exit-on-stdin-eof", action="store_true",
                    help="exit when stdin is closed (for parents that may die)")
     p.add_argument("--verbose", "-v", action="store_true", help="log every request to stderr")
+    # realism and iam_enforce (lab/README.md); each sets the option of the same name.
+    p.add_argument("--latency-ms", type=_json_arg, default=None, metavar="MS|JSON",
+                   help='delay per AWS request: 40, or {"uniform": [20, 60]}, {"normal": [40, 10]}')
+    p.add_argument("--ec2-throttle", action="store_true",
+                   help="EC2 token buckets with the documented sizes")
+    p.add_argument("--ec2-buckets", type=_json_arg, default=None, metavar="JSON",
+                   help='EC2 bucket overrides, e.g. {"mutating": [50, 5]}')
+    p.add_argument("--s3-slowdown-rate", type=float, default=None, metavar="F",
+                   help="fraction 0..1 of S3 requests answered 503 SlowDown")
+    p.add_argument("--service-buckets", type=_json_arg, default=None, metavar="JSON",
+                   help='token buckets of other services, e.g. {"iam": [15, 2]}')
+    p.add_argument("--realism-seed", type=int, default=None, metavar="N",
+                   help="seed for latency samples and SlowDown picks")
+    p.add_argument("--iam-enforce", action="store_true",
+                   help="evaluate IAM identity policies of IAM users and assumed roles")
     args = p.parse_args(argv)
     if args.host not in ALLOWED_HOSTS:
         p.error(f"--host {args.host!r} refused: the lab binds only {', '.join(ALLOWED_HOSTS)}")
@@ -89,6 +123,14 @@ def main(argv: list[str]) -> int:
     try:
         ctx = labext.LabContext(data_dir=data_dir.resolve())
         ctx.options["snapshot_polls"] = args.snapshot_polls
+        for attr, (option, owner) in EXTENSION_FLAGS.items():
+            value = getattr(args, attr)
+            if value is None or value is False:
+                continue
+            if owner in args.without:
+                raise labext.LabExtensionError(
+                    f"--{attr.replace('_', '-')} needs extension {owner}, which --without disables")
+            ctx.options[option] = value  # the extension validates it at install
 
         moto_app = DomainDispatcherApplication(create_backend_app)
         app = admin.make_app(moto_app, ctx)

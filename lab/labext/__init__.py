@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXTENSIONS = ["sts_trust", "s3_integrity", "s3_wire", "console", "progress", "sharing", "blockdata", "ssm_agent", "eni_groups"]
+EXTENSIONS = ["sts_trust", "s3_integrity", "s3_wire", "console", "progress", "sharing", "blockdata", "ssm_agent", "eni_groups",
+              "iam_enforce", "realism", "cfn_roles"]
 
 MOTO_VERSION = "5.2.5"
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 EXTENSIONS = ["sts_trust", "s3_integrity", "s3_wire", "console", "progress", "sharing", "blockdata", "ssm_agent", "eni_groups",
-              "iam_enforce", "realism", "cfn_roles"]
+              "iam_enforce", "realism", "cfn_roles",
+              "cloudtrail", "faults"]
 
 MOTO_VERSION = "5.2.5"
 

@@ -32,7 +32,7 @@ image_main() {
             <"$fifo" >/dev/null 2>"$CL_WORK/upload.err" &
         uploader=$!
         exec 3>"$fifo"
-        python3 "$CL_HELPERS/imagepass.py" "$CL_IMAGE" "$CL_IMAGE_BYTES" "$pass" --stream >&3 || pass_rc=$?
+        cl_py imagepass.py "$CL_IMAGE" "$CL_IMAGE_BYTES" "$pass" --stream >&3 || pass_rc=$?
         ((pass_rc == 0)) || kill -KILL "$uploader" 2>/dev/null || true
         exec 3>&-
         wait "$uploader" || upload_rc=$?
@@ -49,14 +49,14 @@ image_main() {
         [[ "$stored" == "$CL_IMAGE_BYTES" ]] ||
             cl_die "$CL_EXIT_MISMATCH" "s3://$CLEANROOM_BUCKET/$key holds $stored bytes, the volume $CL_IMAGE_BYTES: the upload is incomplete; run again with a new EvidencePrefix"
     else
-        python3 "$CL_HELPERS/imagepass.py" "$CL_IMAGE" "$CL_IMAGE_BYTES" "$pass" || pass_rc=$?
+        cl_py imagepass.py "$CL_IMAGE" "$CL_IMAGE_BYTES" "$pass" || pass_rc=$?
         ((pass_rc == 0)) || cl_die "$pass_rc" "the image pass over $CL_IMAGE failed (see imagepass above): check the image is readable and not changing"
     fi
 
     local sha256 sha1 md5 bytes
     sha256="$(jq -r .sha256 "$pass")" sha1="$(jq -r .sha1 "$pass")" md5="$(jq -r .md5 "$pass")"
     bytes="$(jq -r .bytes "$pass")"
-    [[ "$CL_MODE" == local ]] || cl_add_output image.raw "" "$sha256" "$sha1" "$md5" "$bytes" "$version"
+    [[ "$CL_MODE" == local ]] || cl_add_output image.raw - "$sha256" "$sha1" "$md5" "$bytes" "$version"
 
     local method detail second=""
     if [[ "$CL_MODE" == document ]]; then

@@ -25,7 +25,7 @@ readonly CL_RE_REGION='^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$'
 readonly CL_SINGLE_PUT_MAX_BYTES=$((5 << 30))
 
 CL_WARNINGS=()
-declare -A CL_TOOLS=()
+declare -A CL_TOOLS=() CL_HELPERS_USED=()
 
 cl_die() { # CODE MESSAGE [DETAIL...]
     local code="$1" line
@@ -45,18 +45,30 @@ cl_now() { date -u +%Y-%m-%dT%H:%M:%S.%3NZ; }
 
 # cl_tools NAME...: each must be on PATH; records its version for the result's "tools".
 cl_tools() {
-    local tool version
+    local tool version tsk=""
     for tool in "$@"; do
         command -v "$tool" >/dev/null 2>&1 ||
             cl_die "$CL_EXIT_MISSING_TOOL" "$tool is missing: run this on the cleanroom forensic tooling AMI (amis/forensic-tooling.yaml), or install it (scripts/setup)"
         case "$tool" in
-            mmls | fsstat | fls | icat | istat | mactime) version="$("$tool" -V 2>&1 | head -n 1)" || true ;;
+            # One package: asked once.
+            mmls | fsstat | fls | icat | istat | mactime)
+                [[ -n "$tsk" ]] || tsk="$("$tool" -V 2>&1 | head -n 1)" || true
+                version="$tsk"
+                ;;
             openssl) version="$(openssl version 2>&1)" || true ;;
             aws) version="$(aws --version 2>&1 | head -n 1)" || true ;;
             *) version="$("$tool" --version 2>&1 | head -n 1)" || true ;;
         esac
         CL_TOOLS[$tool]="$version"
     done
+}
+
+# cl_py HELPER ARGS...: runs a Python helper and records its digest for "helpers_sha256".
+cl_py() {
+    local helper="$CL_HELPERS/$1"
+    shift
+    CL_HELPERS_USED[$(basename "$helper")]="sha256:$(cl_sha256 "$helper")"
+    python3 "$helper" "$@"
 }
 
 cl_sha256() { local d; d="$(openssl dgst -sha256 -r "$1")" && echo "${d%% *}"; }
@@ -91,7 +103,7 @@ cl_init() {
     trap 'exit 130' INT
     mkdir -p "$CL_WORK/out" "$CL_WORK/helpers"
     CL_OUT="$CL_WORK/out"
-    : >"$CL_WORK/outputs.jsonl"
+    : >"$CL_WORK/outputs.tsv"
     # In a document the helpers arrive inside it (render.py) and are written here; run
     # locally they are the files next to this script.
     if declare -F cl_write_helpers >/dev/null; then
@@ -182,7 +194,7 @@ cl_cleanup() {
 # in $CL_OUT. STRICT=1: no file system or a truncated one ends the run.
 cl_layout() {
     local strict="$1" rc=0
-    python3 "$CL_HELPERS/layout.py" "$CL_IMAGE" "$CL_IMAGE_BYTES" "$CL_OUT" >"$CL_WORK/layout.json" || rc=$?
+    cl_py layout.py "$CL_IMAGE" "$CL_IMAGE_BYTES" "$CL_OUT" >"$CL_WORK/layout.json" || rc=$?
     ((rc == 0)) || cl_die "$CL_EXIT_FAILED" "layout.py failed (exit $rc) reading $CL_IMAGE: see the messages above"
     local code message
     code="$(jq -r '.error.exit // 0' "$CL_WORK/layout.json")"
@@ -195,20 +207,31 @@ cl_layout() {
     while IFS= read -r w; do cl_warn "$w"; done < <(jq -r '.warnings[]' "$CL_WORK/layout.json")
 }
 
-# cl_add_output NAME FILE [SHA256 SHA1 MD5 BYTES VERSION]: records an output; digests are
-# computed here unless given. FILE "" = uploaded already (the streamed image) as VERSION.
+# cl_add_output NAME FILE [SHA256 SHA1 MD5 BYTES VERSION]: records an output; its digests
+# are computed in cl_finish unless given. FILE - = uploaded already (the streamed image).
 cl_add_output() {
-    local name="$1" file="$2" sha256="${3:-}" sha1="${4:-}" md5="${5:-}" size="${6:-}"
-    if [[ -z "$sha256" ]]; then
-        sha256="$(cl_sha256 "$file")"
-        sha1="$(openssl dgst -sha1 -r "$file")" sha1="${sha1%% *}"
-        md5="$(openssl dgst -md5 -r "$file")" md5="${md5%% *}"
-        size="$(stat -c %s "$file")"
-    fi
-    jq -cn --arg name "$name" --arg file "$file" --argjson size "$size" --arg sha256 "sha256:$sha256" \
-        --arg sha1 "sha1:$sha1" --arg md5 "md5:$md5" --arg version "${7:-}" \
-        '{name: $name, size: $size, sha256: $sha256, sha1: $sha1, md5: $md5, file: $file,
-          version: $version}' >>"$CL_WORK/outputs.jsonl"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "${3:--}" "${4:--}" "${5:--}" "${6:--}" "${7:--}" \
+        >>"$CL_WORK/outputs.tsv"
+}
+
+# cl_digest_outputs: outputs.tsv -> outputs.jsonl, reading each file once for its three
+# digests (one process for all of them).
+cl_digest_outputs() {
+    python3 - "$CL_WORK/outputs.tsv" >"$CL_WORK/outputs.jsonl" <<'PY'
+import hashlib, json, os, sys
+for line in open(sys.argv[1]):
+    name, path, sha256, sha1, md5, size, version = line.rstrip("\n").split("\t")
+    if path != "-":
+        hs = [hashlib.sha256(), hashlib.sha1(), hashlib.md5()]
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                for h in hs:
+                    h.update(chunk)
+        sha256, sha1, md5 = (h.hexdigest() for h in hs)
+        size = os.path.getsize(path)
+    print(json.dumps({"name": name, "size": int(size), "sha256": "sha256:" + sha256, "sha1": "sha1:" + sha1,
+                      "md5": "md5:" + md5, "file": path, "version": version}))
+PY
 }
 
 cl_s3() { aws --region "$CLEANROOM_REGION" --output json "$@"; }
@@ -255,13 +278,14 @@ cl_upload_failed() {
 cl_finish() {
     local fields="$1" result="$CL_WORK/result.json" tools helpers warnings name file version
     local -A versions=()
-    tools="$(for name in "${!CL_TOOLS[@]}"; do jq -cn --arg k "$name" --arg v "${CL_TOOLS[$name]}" '{($k): $v}'; done |
-        jq -cs 'add // {}')"
-    helpers="$(for file in "$CL_HELPERS"/*.py; do
-        [[ -e "$file" ]] || continue
-        jq -cn --arg k "$(basename "$file")" --arg v "sha256:$(cl_sha256 "$file")" '{($k): $v}'
-    done | jq -cs 'add // {}')"
-    warnings="$(printf '%s\n' "${CL_WARNINGS[@]}" | jq -R . | jq -cs 'map(select(length > 0))')"
+    local pairs=()
+    for name in "${!CL_TOOLS[@]}"; do pairs+=("$name" "${CL_TOOLS[$name]}"); done
+    tools="$(jq -cn '[$ARGS.positional | _nwise(2) | {(.[0]): .[1]}] | add // {}' --args "${pairs[@]}")"
+    pairs=()
+    for name in "${!CL_HELPERS_USED[@]}"; do pairs+=("$name" "${CL_HELPERS_USED[$name]}"); done
+    helpers="$(jq -cn '[$ARGS.positional | _nwise(2) | {(.[0]): .[1]}] | add // {}' --args "${pairs[@]}")"
+    warnings="$(jq -cn '$ARGS.positional' --args "${CL_WARNINGS[@]}")"
+    cl_digest_outputs
     if [[ "$CL_MODE" == document ]]; then
         while IFS=$'\t' read -r name file version; do
             if [[ "$file" != - ]]; then
@@ -269,13 +293,14 @@ cl_finish() {
             else
                 versions[$name]="$version"
             fi
-        done < <(jq -r '[.name, .file, .version] | map(if . == "" then "-" else . end) | @tsv' "$CL_WORK/outputs.jsonl")
+        done < <(jq -r '[.name, .file, .version] | @tsv' "$CL_WORK/outputs.jsonl")
     fi
+    pairs=()
+    for name in "${!versions[@]}"; do pairs+=("$name" "${versions[$name]}"); done
     local s3objects
-    s3objects="$(for name in "${!versions[@]}"; do
-        jq -cn --arg n "$name" --arg k "$CLEANROOM_PREFIX$name" --arg v "${versions[$name]}" \
-            '{name: $n, key: $k, version_id: $v}'
-    done | jq -cs 'sort_by(.name)')"
+    s3objects="$(jq -cn --arg prefix "${CLEANROOM_PREFIX:-}" \
+        '[$ARGS.positional | _nwise(2) | {name: .[0], key: ($prefix + .[0]), version_id: .[1]}] | sort_by(.name)' \
+        --args "${pairs[@]}")"
     jq -c -n --arg schema "$CL_SCHEMA" --arg case "$CLEANROOM_CASE" --arg mode "$CL_MODE" \
         --arg volume "$CL_VOLUME_ID" --arg device "$CL_DEVICE" --arg resolved "$CL_IMAGE" \
         --argjson image_bytes "$CL_IMAGE_BYTES" --arg started "$CL_STARTED" --arg finished "$(cl_now)" \
@@ -305,7 +330,7 @@ cl_finish() {
             if [[ -e "$CL_FINAL_OUT/$(basename "$file")" ]] || ! mv "$file" "$CL_FINAL_OUT/"; then
                 cl_die "$CL_EXIT_FAILED" "could not move $(basename "$file") into $CL_FINAL_OUT (it exists, or the move failed): the result JSON was not written"
             fi
-        done < <(jq -r 'select(.file != "") | .file' "$CL_WORK/outputs.jsonl")
+        done < <(jq -r 'select(.file != "-") | .file' "$CL_WORK/outputs.jsonl")
         if [[ -e "$CL_FINAL_OUT/$CL_NAME.json" ]] || ! mv "$result" "$CL_FINAL_OUT/$CL_NAME.json"; then
             cl_die "$CL_EXIT_FAILED" "could not write $CL_FINAL_OUT/$CL_NAME.json"
         fi

@@ -27,7 +27,7 @@ triage_main() {
     # The timeline and the key files are independent: mactime runs beside triage.py.
     mactime -b "$bodyfile" -d -y -z UTC >"$CL_OUT/timeline.csv" 2>"$CL_WORK/mactime.err" &
     mactime_pid=$!
-    python3 "$CL_HELPERS/triage.py" "$CL_IMAGE" "$CL_WORK/layout.json" "$bodyfile" "$CL_OUT" >"$CL_WORK/fields.json" ||
+    cl_py triage.py "$CL_IMAGE" "$CL_WORK/layout.json" "$bodyfile" "$CL_OUT" >"$CL_WORK/fields.json" ||
         cl_die "$CL_EXIT_FAILED" "triage.py failed on $CL_IMAGE: see its messages above"
     wait "$mactime_pid" || mactime_rc=$?
     ((mactime_rc == 0)) || cl_die "$CL_EXIT_FAILED" "mactime failed (status $mactime_rc): $(head -c 300 "$CL_WORK/mactime.err")"

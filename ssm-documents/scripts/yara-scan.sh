@@ -27,7 +27,7 @@ yara_main() {
     done | jq -cs 'add')"
 
     mkdir -p "$CL_WORK/staging"
-    python3 "$CL_HELPERS/yarascan.py" "$CL_IMAGE" "$CL_WORK/layout.json" "$CL_WORK/rules.yarc" \
+    cl_py yarascan.py "$CL_IMAGE" "$CL_WORK/layout.json" "$CL_WORK/rules.yarc" \
         "$CL_WORK/staging" >"$CL_WORK/scan.json" ||
         cl_die "$CL_EXIT_FAILED" "yarascan.py failed on $CL_IMAGE: see its messages above"
     local w

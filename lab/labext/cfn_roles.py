@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from labext import admin
-from labext.iam_enforce import aws_managed_policy_data
+from labext.iam_enforce import _managed_doc, aws_managed_policy_data
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 PARTITION = "aws"
@@ -428,8 +428,6 @@ def create_role_from_template(template: dict, role_logical: str, account: str, r
             if arn not in backend.managed_policies:
                 raise admin.AdminError(400, f"managed policy {arn} does not exist in account {account}")
             backend.attach_role_policy(arn, name)
-            from labext.iam_enforce import _managed_doc
-
             managed.append({"arn": arn, "document": _managed_doc(backend.managed_policies[arn])})
         made_profiles = []
         for logical, ip in profiles:

@@ -48,7 +48,11 @@ ec2:CreateAction), iam:PassRole for instance profiles (RunInstances,
 AssociateIamInstanceProfile, ReplaceIamInstanceProfileAssociation), S3 Object Lock
 headers on PutObject/CreateMultipartUpload (s3:PutObjectRetention,
 s3:PutObjectLegalHold), the governance bypass header (s3:BypassGovernanceRetention),
-CopyObject's source (s3:GetObject[Version]).
+CopyObject's source (s3:GetObject[Version]), EBS's use of customer managed KMS keys on
+the caller's behalf (CopySnapshot, CreateVolume: kms:DescribeKey, kms:CreateGrant,
+kms:Decrypt [+ kms:ReEncryptFrom] on the source's key, kms:DescribeKey, kms:CreateGrant,
+kms:GenerateDataKeyWithoutPlaintext [+ kms:ReEncryptTo] on the result's key, with
+kms:ViaService ec2.<region>.amazonaws.com; AWS managed keys such as aws/ebs need none).
 
 Not modelled: resource-based policies (bucket policies, KMS key policies, role trust
 policies are sts_trust's), SCPs and RCPs, cross-account evaluation (both sides' policies),
@@ -175,7 +179,7 @@ def arn_match(pattern: str, arn: str) -> bool:
         return wildcard_match(pattern, arn)  # not an ARN ("*"): plain wildcard
     if len(p) != 6:
         return False  # fewer than six parts never names an ARN
-    return all(wildcard_match(x, y) for x, y in zip(p, a))
+    return all(wildcard_match(x, y) for x, y in zip(p, a, strict=True))
 
 
 _VARIABLE = re.compile(r"\$\{([^}]+)\}")
@@ -291,7 +295,7 @@ def conditions_hold(conditions: dict, context: dict[str, list[str]]) -> bool:
                     continue
                 return False
 
-            def ok(value: str) -> bool:
+            def ok(value: str, match=match, wants=wants, negated=negated) -> bool:
                 hit = any(match(value, w) for w in wants)
                 return not hit if negated else hit
 
@@ -795,6 +799,9 @@ def _ec2_checks(req: awsreq.AwsRequest) -> list[Check]:
         on("snapshot", None)
         source_region = P.get("SourceRegion") or req.region
         on("snapshot", P.get("SourceSnapshotId"), region=source_region)
+        source = _snapshot_anywhere(req, source_region, P.get("SourceSnapshotId"))
+        checks.extend(_ebs_kms_checks(req, source, P.get("KmsKeyId"),
+                                      P.get("Encrypted", "").lower() == "true"))
     elif op in EC2_ONE_SNAPSHOT:
         extra: dict[str, list[str]] = {}
         if op == "ModifySnapshotAttribute":
@@ -804,6 +811,9 @@ def _ec2_checks(req: awsreq.AwsRequest) -> list[Check]:
         on("volume", None)
         if P.get("SnapshotId"):
             on("snapshot", P["SnapshotId"])
+        source = _snapshot_anywhere(req, req.region, P.get("SnapshotId"))
+        checks.extend(_ebs_kms_checks(req, source, P.get("KmsKeyId"),
+                                      P.get("Encrypted", "").lower() == "true"))
     elif op in ("AttachVolume", "DetachVolume"):
         instance_id = P.get("InstanceId") or _instance_of_volume(req, P.get("VolumeId", ""))
         on("instance", instance_id)
@@ -830,6 +840,65 @@ def _ec2_checks(req: awsreq.AwsRequest) -> list[Check]:
         checks.append(Check(action, "*"))
     checks.extend(_tag_on_create_checks(req))
     return checks
+
+
+# What EBS asks KMS for on the caller's behalf ("Permissions to use AWS KMS keys" in the
+# EBS user guide: kms:CreateGrant, kms:Decrypt, kms:DescribeKey,
+# kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt*), split as the lab's sharing
+# extension checks key policies: the key that decrypts the source, the key of the result.
+EBS_KMS_SOURCE_ACTIONS = ("kms:DescribeKey", "kms:CreateGrant", "kms:Decrypt")
+EBS_KMS_TARGET_ACTIONS = ("kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext")
+
+
+def _snapshot_anywhere(req: awsreq.AwsRequest, region: str, snapshot_id: str | None) -> Any:
+    """The snapshot in the caller's account, else in whichever account owns it (shared)."""
+    if not snapshot_id:
+        return None
+    from moto.ec2.models import ec2_backends
+
+    accounts = [req.account] + [a for a in list(ec2_backends.keys()) if a != req.account]
+    for account in accounts:
+        backend = dict.get(ec2_backends.get(account) or {}, region)  # never creates backends
+        snap = getattr(backend, "snapshots", {}).get(snapshot_id) if backend is not None else None
+        if snap is not None:
+            return snap
+    return None
+
+
+def _customer_key_arn(req: awsreq.AwsRequest, key_ref: str | None) -> str | None:
+    """The ARN of a customer managed key, or None for none / an AWS managed key (aws/ebs:
+    its key policy alone lets the account use it through EC2; no identity Allow needed)."""
+    if not key_ref:
+        return None
+    try:
+        from labext.sharing import is_aws_managed, resolve_key
+
+        key = resolve_key(key_ref, req.account, req.region)
+        if key is not None:
+            return None if is_aws_managed(key) else key.arn
+    except Exception:  # sharing not importable: judge by the name
+        pass
+    if "alias/aws/" in key_ref:
+        return None
+    return kms_key_arn(req, key_ref)
+
+
+def _ebs_kms_checks(req: awsreq.AwsRequest, source: Any, target_ref: str | None,
+                    encrypt: bool) -> list[Check]:
+    source_ref = getattr(source, "kms_key_id", None) if source is not None and \
+        getattr(source, "encrypted", False) else None
+    if not target_ref and (encrypt or source_ref):
+        target_ref = source_ref  # EBS keeps the source's key (or the default key: AWS managed)
+    source_arn, target_arn = _customer_key_arn(req, source_ref), _customer_key_arn(req, target_ref)
+    ctx = {"kms:viaservice": [f"ec2.{req.region}.amazonaws.com"], "kms:calleraccount": [req.account]}
+    out = []
+    if source_arn:
+        actions = EBS_KMS_SOURCE_ACTIONS + (("kms:ReEncryptFrom",) if target_arn != source_arn else ())
+        out += [Check(a, source_arn, dict(ctx)) for a in actions]
+    if target_arn and target_arn != source_arn:
+        actions = EBS_KMS_TARGET_ACTIONS + (("kms:ReEncryptTo",) if source_ref else ())
+        out += [Check(a, target_arn, dict(ctx)) for a in actions]
+    return out
 
 
 def _snapshot_permission_context(req: awsreq.AwsRequest) -> dict[str, list[str]]:

@@ -276,8 +276,7 @@ def validate(changes: dict) -> dict:
         seed = changes["realism_seed"]
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise _bad(f"realism_seed must be an integer, got {seed!r}")
-    if "realism_seed" in changes:
-        _state.reseed(changes["realism_seed"])
+        _state.reseed(seed)  # setting the seed restarts the sequence
     return out
 
 

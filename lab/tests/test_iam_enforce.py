@@ -354,6 +354,27 @@ def test_object_lock_headers_need_put_object_retention(enforcing, fresh_account)
     put("cases/c1/locked.json", ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)()
 
 
+def test_ebs_use_of_a_customer_key_needs_the_callers_kms_permissions(enforcing, fresh_account):
+    ec2_admin = enforcing.client("ec2", account=fresh_account)
+    vol = ec2_admin.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
+    snap = ec2_admin.create_snapshot(VolumeId=vol)["SnapshotId"]
+    key = enforcing.client("kms", account=fresh_account).create_key()["KeyMetadata"]["Arn"]
+    make_role(enforcing, fresh_account, "Copier", allow("ec2:CopySnapshot"))
+    ec2 = Session(enforcing, fresh_account, "Copier").client("ec2")
+
+    def copy(**kw):
+        return lambda: ec2.copy_snapshot(SourceSnapshotId=snap, SourceRegion="us-east-1", **kw)
+
+    copy(Encrypted=True)()  # the account's AWS managed aws/ebs key: no identity Allow needed
+    status, code, message = error_of(copy(Encrypted=True, KmsKeyId=key))
+    assert code == "UnauthorizedOperation" and f"kms:DescribeKey on resource: {key}" in message
+    enforcing.client("iam", account=fresh_account).put_role_policy(
+        RoleName="Copier", PolicyName="key", PolicyDocument=json.dumps(allow(
+            "kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", resource=key,
+            Condition={"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}})))
+    copy(Encrypted=True, KmsKeyId=key)()
+
+
 def test_a_permissions_boundary_limits_an_allow(enforcing, fresh_account):
     iam = enforcing.client("iam", account=fresh_account)
     boundary = iam.create_policy(PolicyName="only-describe", PolicyDocument=json.dumps(

@@ -271,9 +271,9 @@ def test_unfiltered_describe_calls_spend_from_the_smaller_bucket(rlab, fresh_acc
 def test_dry_run_spends_request_tokens(rlab, fresh_account):
     ec2 = rlab.client("ec2", account=fresh_account)
     rlab.config(ec2_throttle=True, ec2_buckets={"mutating": [2, 1]}, realism_manual_clock=True)
-    for i in range(2):
-        assert error_of(lambda: ec2.create_security_group(
-            GroupName=f"dry-{i}", Description="d", DryRun=True))[1] == "DryRunOperation"
+    for name in ("dry-0", "dry-1"):
+        assert error_of(lambda name=name: ec2.create_security_group(
+            GroupName=name, Description="d", DryRun=True))[1] == "DryRunOperation"
     assert error_of(lambda: ec2.create_security_group(
         GroupName="dry-x", Description="d", DryRun=True))[1] == "RequestLimitExceeded"
 

@@ -41,14 +41,13 @@ import hmac
 import io
 import ipaddress
 import json
-import logging
 import re
 import secrets
 import sys
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, unquote
@@ -56,8 +55,6 @@ from urllib.parse import parse_qsl, unquote
 from moto.core.exceptions import JsonRESTError
 
 from labext import admin
-
-log = logging.getLogger("lab.cloudtrail")
 
 # Event history keeps 90 days (LookupEvents API reference: "events that occurred in a Region
 # within the last 90 days").
@@ -738,7 +735,7 @@ def _record_call(req: AwsRequest, environ: dict, identity: dict[str, Any], usern
                   read_only=read_only)
     shared = None
     role_account = None
-    if req.service == "sts" and req.action in ("AssumeRole",):
+    if req.service == "sts" and req.action == "AssumeRole":
         m = re.match(r"^arn:aws[\w-]*:iam::(\d{12}):role/", str(req.params.get("RoleArn", "")))
         role_account = m.group(1) if m else None
         if role_account == req.account:

@@ -280,10 +280,10 @@ cl_finish() {
     local -A versions=()
     local pairs=()
     for name in "${!CL_TOOLS[@]}"; do pairs+=("$name" "${CL_TOOLS[$name]}"); done
-    tools="$(jq -cn '[$ARGS.positional | _nwise(2) | {(.[0]): .[1]}] | add // {}' --args "${pairs[@]}")"
+    tools="$(jq -cn '[$ARGS.positional | _nwise(2) | select(length == 2) | {(.[0]): .[1]}] | add // {}' --args "${pairs[@]}")"
     pairs=()
     for name in "${!CL_HELPERS_USED[@]}"; do pairs+=("$name" "${CL_HELPERS_USED[$name]}"); done
-    helpers="$(jq -cn '[$ARGS.positional | _nwise(2) | {(.[0]): .[1]}] | add // {}' --args "${pairs[@]}")"
+    helpers="$(jq -cn '[$ARGS.positional | _nwise(2) | select(length == 2) | {(.[0]): .[1]}] | add // {}' --args "${pairs[@]}")"
     warnings="$(jq -cn '$ARGS.positional' --args "${CL_WARNINGS[@]}")"
     cl_digest_outputs
     if [[ "$CL_MODE" == document ]]; then
@@ -299,7 +299,7 @@ cl_finish() {
     for name in "${!versions[@]}"; do pairs+=("$name" "${versions[$name]}"); done
     local s3objects
     s3objects="$(jq -cn --arg prefix "${CLEANROOM_PREFIX:-}" \
-        '[$ARGS.positional | _nwise(2) | {name: .[0], key: ($prefix + .[0]), version_id: .[1]}] | sort_by(.name)' \
+        '[$ARGS.positional | _nwise(2) | select(length == 2) | {name: .[0], key: ($prefix + .[0]), version_id: .[1]}] | sort_by(.name)' \
         --args "${pairs[@]}")"
     jq -c -n --arg schema "$CL_SCHEMA" --arg case "$CLEANROOM_CASE" --arg mode "$CL_MODE" \
         --arg volume "$CL_VOLUME_ID" --arg device "$CL_DEVICE" --arg resolved "$CL_IMAGE" \

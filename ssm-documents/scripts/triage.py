@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 
 # Limits (a hostile disk can hold a 1 GB crontab or a million files in /tmp).
 KEY_FILE_MAX_BYTES = 256 << 20         # larger key files are listed, not extracted
@@ -28,8 +29,14 @@ TMP_MAGIC_MAX_FILES = 10000            # tmp files whose first bytes are read fo
 MAX_FINDINGS = 2000
 MAX_LINE_CHARS = 300                   # evidence lines are cut to this
 MAX_SUDO_FINDINGS = 100
+# icat processes at once: the analysis instance has 2 vCPUs (m6i.large); mactime runs beside.
+ICAT_WORKERS = 2
+ICAT_WINDOW = 8                        # key files fetched ahead of the tar writer, at most
 
 TMP_DIRS = re.compile(r"^/(tmp|var/tmp|dev/shm)/")
+# A cheap test on the raw bodyfile line before it is parsed: every key path contains one.
+MAYBE_KEY = re.compile(rb"/(etc|var|root|home|tmp|dev/shm|run/systemd|lib/systemd|usr/lib/systemd)/"
+                       rb"|/\.ssh/|_history|/\.config/systemd/")
 KEY_PATHS = [
     ("accounts", r"/etc/(passwd|shadow|group|gshadow)-?"),
     ("sudoers", r"/etc/sudoers(\.d/[^/]+)?"),
@@ -71,10 +78,15 @@ def cut(b):
     return s if len(s) <= MAX_LINE_CHARS else s[:MAX_LINE_CHARS] + "..."
 
 
-def parse_bodyfile(path, prefixes):
-    """Yields (fs, path bytes, inode, mode, size, mtime, deleted, realloc) per entry."""
+def parse_bodyfile(path, prefixes, counts):
+    """Yields (fs, path bytes, inode, mode, size, mtime, deleted, realloc) per entry that may
+    be a key file; counts every entry and every deleted one."""
     with open(path, "rb") as f:
         for raw in f:
+            counts["entries"] += 1
+            counts["deleted_entries"] += b" (deleted" in raw
+            if not MAYBE_KEY.search(raw):
+                continue
             fields = raw.rstrip(b"\n").split(b"|")
             if len(fields) < 11:
                 continue
@@ -147,9 +159,7 @@ class Triage:
         fss = self.layout["filesystems"]
         prefixes = [(fs["bodyfile_prefix"].encode(), fs) for fs in fss]
         chosen, counts, tmp_probe = [], {"entries": 0, "deleted_entries": 0}, 0
-        for fs, path, inode, mode, size, mtime, deleted, realloc in parse_bodyfile(bodyfile, prefixes):
-            counts["entries"] += 1
-            counts["deleted_entries"] += deleted
+        for fs, path, inode, mode, size, mtime, deleted, realloc in parse_bodyfile(bodyfile, prefixes, counts):
             if "r" not in mode[:3] or size == 0:
                 continue  # regular files with content only
             spath = text(path)
@@ -171,39 +181,58 @@ class Triage:
                                "fs": fs, "fs_offset_sector": fs["offset_sector"], "mode": mode})
         return chosen, counts
 
+    def fetch(self, entry):
+        """(live, content): live = a name TSK marked deleted whose inode is allocated."""
+        fs, inode = entry["fs"], str(entry["inode"])
+        live = entry["deleted"] and self.allocated(fs, inode)
+        return live, self.icat(fs, inode, KEY_FILE_MAX_BYTES)
+
     def extract(self, chosen, tar):
         single_fs = len(self.layout["filesystems"]) == 1
-        for entry in sorted(chosen, key=lambda e: (e["fs_offset_sector"], e["path"], e["deleted"])):
-            fs = entry.pop("fs")
-            if entry["deleted"] and not entry["realloc"] and self.allocated(fs, str(entry["inode"])):
-                # A live file whose name ends in " (deleted)": TSK's suffix was the attacker's.
-                entry["path"] += " (deleted)"
-                entry["deleted"] = False
+        ordered = sorted(chosen, key=lambda e: (e["fs_offset_sector"], e["path"], e["deleted"]))
+        planned, todo = 0, []
+        for entry in ordered:
+            entry["sha256"] = None
             reason = None
-            if len(self.key_files) >= MAX_KEY_FILES:
+            if len(todo) >= MAX_KEY_FILES:
                 reason = f"more than {MAX_KEY_FILES} key files"
             elif entry["realloc"]:
                 reason = "deleted and its inode reallocated: the content belongs to another file"
             elif entry["size"] > KEY_FILE_MAX_BYTES:
                 reason = f"larger than {KEY_FILE_MAX_BYTES} bytes"
-            elif self.extracted_bytes + entry["size"] > KEY_FILES_TOTAL_MAX_BYTES:
+            elif planned + entry["size"] > KEY_FILES_TOTAL_MAX_BYTES:
                 reason = f"the tarball reached {KEY_FILES_TOTAL_MAX_BYTES} bytes"
-            entry["sha256"] = None
             if reason:
                 entry["skipped"] = reason
                 self.skipped.append({"path": entry["path"], "inode": entry["inode"], "reason": reason})
+            else:
+                planned += entry["size"]
+                todo.append(entry)
+        # icat runs in parallel, a few files ahead; the tarball is written in order.
+        with ThreadPoolExecutor(ICAT_WORKERS) as pool:
+            futures = {}
+            done = 0
+            for entry in ordered:
+                if "skipped" not in entry:
+                    for n in range(done, min(done + ICAT_WINDOW, len(todo))):
+                        if n not in futures:
+                            futures[n] = pool.submit(self.fetch, todo[n])
+                    live, data = futures.pop(done).result()
+                    done += 1
+                    if live:
+                        # A live file whose name ends in " (deleted)": the suffix was the attacker's.
+                        entry["path"] += " (deleted)"
+                        entry["deleted"] = False
+                    entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+                    entry["extracted_bytes"] = len(data)
+                    entry["archive_member"] = self.member_name(entry, single_fs)
+                    self.extracted_bytes += len(data)
+                    info = tarfile.TarInfo(entry["archive_member"])
+                    info.size, info.mtime, info.mode = len(data), entry["mtime"], 0o400
+                    tar.addfile(info, io.BytesIO(data))
+                    self.inspect(entry, data)
+                entry.pop("fs")
                 self.key_files.append(entry)
-                continue
-            data = self.icat(fs, str(entry["inode"]), KEY_FILE_MAX_BYTES)
-            entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
-            entry["extracted_bytes"] = len(data)
-            entry["archive_member"] = self.member_name(entry, single_fs)
-            self.extracted_bytes += len(data)
-            info = tarfile.TarInfo(entry["archive_member"])
-            info.size, info.mtime, info.mode = len(data), entry["mtime"], 0o400
-            tar.addfile(info, io.BytesIO(data))
-            self.key_files.append(entry)
-            self.inspect(entry, data)
 
     def inspect(self, entry, data):
         cat = entry["category"]

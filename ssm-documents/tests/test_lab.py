@@ -22,6 +22,20 @@ CASE = "IR-2026-0042"
 TERMINAL = ("Success", "Failed", "TimedOut", "Cancelled")
 
 
+def analysis_policy(bucket: str) -> dict:
+    """What the documents need of the analysis instance's role, and no more (the lab
+    evaluates it: iam_enforce): write evidence under cases/, read it back by version (the
+    second check), HeadObject to refuse existing keys, multipart upload of image.raw.
+    s3:ListBucket makes S3 answer a missing key with 404 instead of 403 (the lab answers 404
+    either way)."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion", "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts"],
+         "Resource": f"arn:aws:s3:::{bucket}/cases/*"},
+        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}]}
+
+
 @dataclass
 class CleanRoom:
     account: str
@@ -77,10 +91,8 @@ def clean_room(lab, images):
     iam.create_role(RoleName="CleanroomAnalysis", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
                                                 "Action": "sts:AssumeRole"}]}))
-    iam.put_role_policy(RoleName="CleanroomAnalysis", PolicyName="evidence", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
-            "Resource": f"arn:aws:s3:::{bucket}/cases/*"}]}))
+    iam.put_role_policy(RoleName="CleanroomAnalysis", PolicyName="evidence",
+                        PolicyDocument=json.dumps(analysis_policy(bucket)))
     iam.create_instance_profile(InstanceProfileName="CleanroomAnalysis")
     iam.add_role_to_instance_profile(InstanceProfileName="CleanroomAnalysis", RoleName="CleanroomAnalysis")
     instance = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1, Placement={"AvailabilityZone": AZ},
@@ -95,7 +107,13 @@ def clean_room(lab, images):
                             DocumentType="Command", DocumentFormat="JSON")
     room = CleanRoom(account, bucket, instance, volume, ec2, s3, ssm)
     room.lab = lab
-    return room
+    # The role's policy is evaluated from here on (the harness's own role stays exempt).
+    before = lab.admin_ok("GET", "/_lab/config").get("iam_enforce", False)
+    lab.config(iam_enforce=True)
+    try:
+        yield room
+    finally:
+        lab.config(iam_enforce=before)
 
 
 def volume_digests(room) -> dict:
@@ -210,3 +228,21 @@ def test_bad_parameters_are_refused_before_anything_runs(clean_room, bad):
         room.send("Cleanroom-DiskImage", **bad)
     assert refused.value.response["Error"]["Code"] == "InvalidParameters"
     assert len(room.ssm.list_commands()["Commands"]) == before
+
+
+def test_a_role_that_may_only_put_objects_is_not_enough(clean_room):
+    # The documents read evidence back (HeadObject before writing, GetObject of the version
+    # for the second check): a role with s3:PutObject alone fails before any work, naming it.
+    room = clean_room
+    iam = room.lab.client("iam", account=room.account)
+    put_only = analysis_policy(room.bucket)
+    put_only["Statement"][0]["Action"] = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+    iam.put_role_policy(RoleName="CleanroomAnalysis", PolicyName="evidence", PolicyDocument=json.dumps(put_only))
+    try:
+        prefix = room.prefix("-putonly")
+        inv = room.wait(room.send("Cleanroom-Yara", EvidencePrefix=prefix, CaseId=f"{CASE}-putonly"))
+    finally:
+        iam.put_role_policy(RoleName="CleanroomAnalysis", PolicyName="evidence",
+                            PolicyDocument=json.dumps(analysis_policy(room.bucket)))
+    assert inv["Status"] == "Failed" and inv["ResponseCode"] == 7
+    assert "instance profile may read and write the bucket" in inv["StandardErrorContent"].splitlines()[0]

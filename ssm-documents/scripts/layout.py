@@ -3,12 +3,10 @@ file system's own size field read from its superblock, so that a truncated image
 
     python3 layout.py IMAGE IMAGE_BYTES OUTDIR
 
-Writes mmls.txt and fsstat.txt (one file system) or fsstat-<offset>.txt (several; offset in
-sectors, as in mmls) into OUTDIR and prints one JSON object. With several file systems,
-bodyfile paths start with /fs<offset>/ (each file system's "bodyfile_prefix"). An unusable image is not an
-exit status here: "error" carries the exit code and message for lib.sh to use.
-Everything read from the image is data: mmls rows are matched strictly, and a partition
-name crafted to look like more rows can only add offsets that are probed and rejected.
+Writes mmls.txt and fsstat.txt, or fsstat-<offset in sectors>.txt per file system when there
+are several, into OUTDIR; prints one JSON object, whose "error" (exit code, message) tells
+lib.sh an image is unusable. mmls rows are matched strictly: a partition name crafted to look
+like more rows only adds offsets that are probed and rejected.
 """
 import json
 import os

@@ -1,14 +1,6 @@
 # shellcheck shell=bash
-# What disk-image.sh, triage.sh and yara-scan.sh share. In a document, render.py puts this
-# file's lines before the script's; run locally, each script sources it from its directory.
-#
-# Two modes (ssm-documents/README.md):
-#   document  CLEANROOM_VOLUME_ID, _BUCKET, _PREFIX, _REGION, _CASE: read the EBS volume by
-#             its NVMe serial, upload every output to s3://BUCKET/PREFIX<name>
-#   local     CLEANROOM_IMAGE, CLEANROOM_OUT, CLEANROOM_CASE: read a raw image file, write
-#             the outputs into CLEANROOM_OUT (all at the end, result JSON last)
-# The last line of stdout is the result JSON; messages go to stderr, first line the problem
-# and the fix.
+# Shared by the three scripts (placed before each in its document; sourced when run
+# locally). Modes, result JSON and exit codes: ssm-documents/README.md.
 
 # Exit codes (README.md, "Exit codes"; the Rust side maps them).
 # shellcheck disable=SC2034 # some are used only by the scripts that source this file

@@ -17,6 +17,7 @@ import sys
 
 EXIT_NOT_IMAGE = 3
 EXIT_TRUNCATED = 4
+EXIT_UNREADABLE = 9
 # mmls prints partition names (GPT: 36 UTF-16 characters) inside its rows; only rows of
 # this exact shape are partitions.
 MMLS_ROW = re.compile(r"^(\d{3}):\s+(Meta|-------|\d{3}(?::\d{3})?)\s+(\d{10})\s+(\d{10})\s+(\d{10})\s+(.*)$")
@@ -40,8 +41,11 @@ def run(args):
 
 
 def read_at(f, offset, length):
-    f.seek(offset)
-    return f.read(length)
+    try:
+        f.seek(offset)
+        return f.read(length)
+    except OSError:
+        return b""
 
 
 def own_size(f, offset):
@@ -121,7 +125,11 @@ def main():
                      if p["start_sector"] * ss < image_bytes}) or [0]
 
     found = []
-    with open(image, "rb") as f:
+    try:
+        f = open(image, "rb")
+    except OSError as e:
+        fail(EXIT_UNREADABLE, f"{image} cannot be read ({e.strerror}): check the path and permissions")
+    with f:
         for start in starts:
             offset = start * ss
             rc, out, err = run(["fsstat", "-b", str(ss), "-o", str(start), image])

@@ -188,15 +188,14 @@ cl_layout() {
     local strict="$1" rc=0
     cl_py layout.py "$CL_IMAGE" "$CL_IMAGE_BYTES" "$CL_OUT" >"$CL_WORK/layout.json" || rc=$?
     ((rc == 0)) || cl_die "$CL_EXIT_FAILED" "layout.py failed (exit $rc) reading $CL_IMAGE: see the messages above"
-    local code message
-    code="$(jq -r '.error.exit // 0' "$CL_WORK/layout.json")"
-    message="$(jq -r '.error.message // ""' "$CL_WORK/layout.json")"
-    if ((code != 0)); then
-        ((strict)) && cl_die "$code" "$message"
-        cl_warn "$message"
+    # One jq: the error's exit code on the first line (0: none), then message and warnings.
+    local lines=()
+    mapfile -t lines < <(jq -r '.error.exit // 0, (.error.message // empty), .warnings[]' "$CL_WORK/layout.json")
+    if ((lines[0] != 0)); then
+        ((strict)) && cl_die "${lines[0]}" "${lines[1]}"
     fi
     local w
-    while IFS= read -r w; do cl_warn "$w"; done < <(jq -r '.warnings[]' "$CL_WORK/layout.json")
+    for w in "${lines[@]:1}"; do cl_warn "$w"; done
 }
 
 # cl_add_output NAME FILE [SHA256 SHA1 MD5 BYTES VERSION]: records an output; its digests
@@ -209,6 +208,10 @@ cl_add_output() {
 # cl_digest_outputs: outputs.tsv -> outputs.jsonl, reading each file once for its three
 # digests (one process for all of them).
 cl_digest_outputs() {
+    if [[ ! -s "$CL_WORK/outputs.tsv" ]]; then
+        : >"$CL_WORK/outputs.jsonl"
+        return
+    fi
     python3 - "$CL_WORK/outputs.tsv" >"$CL_WORK/outputs.jsonl" <<'PY'
 import hashlib, json, os, sys
 for line in open(sys.argv[1]):

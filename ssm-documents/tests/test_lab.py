@@ -246,3 +246,23 @@ def test_a_role_that_may_only_put_objects_is_not_enough(clean_room):
                             PolicyDocument=json.dumps(analysis_policy(room.bucket)))
     assert inv["Status"] == "Failed" and inv["ResponseCode"] == 7
     assert "instance profile may read and write the bucket" in inv["StandardErrorContent"].splitlines()[0]
+
+
+def test_a_volume_without_a_file_system_is_still_imaged(clean_room):
+    # Evidence is imaged whatever it holds (encrypted, unknown, blank); only triage and
+    # YARA need a file system they can read.
+    room = clean_room
+    blank = room.ec2.create_volume(AvailabilityZone=AZ, Size=1)["VolumeId"]
+    room.ec2.attach_volume(VolumeId=blank, InstanceId=room.instance, Device="/dev/sdg")
+    prefix = f"cases/{CASE}/evidence/{room.account}/{room.instance}/{blank}/"
+    inv = room.wait(room.send("Cleanroom-DiskImage", VolumeId=blank, EvidencePrefix=prefix))
+    assert inv["Status"] == "Success", inv["StandardErrorContent"]
+    r = json.loads(room.object(prefix + "image.json"))
+    zeros = hashlib.sha256()
+    chunk = bytes(1 << 20)
+    for _ in range(1024):
+        zeros.update(chunk)
+    assert r["sha256"] == f"sha256:{zeros.hexdigest()}" and r["second_check"]["match"] is True
+    assert r["filesystems"] == [] and any("not a disk image" in w for w in r["warnings"])
+    inv = room.wait(room.send("Cleanroom-Triage", VolumeId=blank, EvidencePrefix=prefix))
+    assert inv["Status"] == "Failed" and inv["ResponseCode"] == 3

@@ -7,13 +7,14 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
 
 import pytest
 
-from conftest import SCRIPTS, digests, run_local
+from conftest import BASH, SCRIPTS, digests, run_local
 
 COMMON = {"schema", "case", "volume_id", "device", "started_at", "finished_at", "tools", "script_sha256",
           "outputs"}
@@ -222,3 +223,37 @@ def test_hostile_names_stay_data(tmp):
     with tarfile.open(run.out / "key-files.tar.gz") as tar:
         for m in tar.getmembers():
             assert not m.name.startswith("/") and ".." not in m.name.split("/") and "\n" not in m.name
+
+
+def test_a_failed_image_pass_never_completes_the_upload(tmp):
+    """Document mode with a stand-in `aws`: when the pass fails mid-stream, the uploader is
+    killed before it can see end of file, so no partial image.raw is ever completed."""
+    fake = tmp / "bin"
+    fake.mkdir()
+    log = tmp / "aws.log"
+    (fake / "aws").write_text(f"""#!/bin/bash
+case "$*" in
+    *head-object*) echo "An error occurred (404) when calling the HeadObject operation: Not Found" >&2; exit 254 ;;
+    *"s3 cp - "*) cat >/dev/null; echo "completed an upload" >>{log}; exit 0 ;;
+    *--version*) echo "aws-cli/stand-in"; exit 0 ;;
+esac
+echo "unexpected: $*" >>{log}
+exit 1
+""")
+    (fake / "aws").chmod(0o755)
+    vol = "vol-0123456789abcdef0"
+    byid = tmp / "root" / "dev" / "disk" / "by-id"
+    byid.mkdir(parents=True)
+    unreadable = tmp / "not-a-device"  # a directory: the pass fails on its first read
+    unreadable.mkdir()
+    (byid / f"nvme-Amazon_Elastic_Block_Store_{vol.replace('-', '')}").symlink_to(unreadable)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", CLEANROOM_ROOT=str(tmp / "root"),
+               CLEANROOM_VOLUME_ID=vol, CLEANROOM_BUCKET="evidence-bucket", CLEANROOM_REGION="us-east-1",
+               CLEANROOM_CASE="CASE-TEST-1", TMPDIR=str(tmp),
+               CLEANROOM_PREFIX=f"cases/CASE-TEST-1/evidence/111122223333/i-0123456789abcdef0/{vol}/")
+    env.pop("CLEANROOM_IMAGE", None)
+    p = subprocess.run([BASH, str(SCRIPTS / "disk-image.sh")], capture_output=True, text=True, env=env)
+    assert p.returncode == 9, p.stderr
+    assert "nothing was completed in S3" in p.stderr
+    assert not log.exists() or "completed" not in log.read_text(), log.read_text()
+    assert not list(tmp.glob("cleanroom-image.*")), "the work directory is removed"

@@ -61,6 +61,11 @@ pub struct Member {
     /// forensics region.
     #[serde(default)]
     pub default_region: Option<Region>,
+    /// Customer-managed key (alias or ARN, same in every member account) under which
+    /// snapshots the forensics account cannot use as they are (aws/ebs, other keys) are
+    /// copied before the hand-off. The member-account stack creates it.
+    #[serde(default = "default_handoff_key")]
+    pub handoff_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,12 +140,27 @@ pub struct Limits {
     /// Instances worked on at once in a fleet command.
     #[serde(default = "default_concurrency")]
     pub instance_concurrency: usize,
+    /// Longest wait for a snapshot or a copy to complete, in minutes.
+    #[serde(default = "default_snapshot_timeout")]
+    pub snapshot_timeout_minutes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { instance_concurrency: default_concurrency() }
+        Self {
+            instance_concurrency: default_concurrency(),
+            snapshot_timeout_minutes: default_snapshot_timeout(),
+        }
     }
+}
+
+fn default_handoff_key() -> String {
+    "alias/cleanroom-handoff".into()
+}
+/// A first snapshot of a 1 TiB volume can take hours; six is generous without being
+/// forever. A rerun keeps waiting where this one stopped.
+fn default_snapshot_timeout() -> u64 {
+    360
 }
 
 fn default_instance_type() -> String {

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::aws::error::{AwsError, AwsErrorKind};
+use crate::cloud::{CloudError, ErrorKind};
 use crate::config::{AmiSource, Config};
 use crate::ids::{AccountId, AmiId, RoleArn};
 
@@ -162,16 +162,16 @@ pub struct Identity {
 /// which the judges turn into a check with a fix.
 #[async_trait::async_trait]
 pub trait Probes: Send + Sync {
-    async fn identity(&self) -> Result<Identity, AwsError>;
-    async fn dry_run(&self, op: DryRunOp, config: &Config) -> Result<(), AwsError>;
-    async fn bucket(&self, bucket: &str) -> Result<BucketFacts, AwsError>;
-    async fn key(&self, key_arn: &str) -> Result<KeyFacts, AwsError>;
-    async fn subnet_exists(&self, id: &str) -> Result<bool, AwsError>;
-    async fn security_group_exists(&self, id: &str) -> Result<bool, AwsError>;
-    async fn ami_exists(&self, id: &AmiId) -> Result<bool, AwsError>;
-    async fn ami_parameter(&self, name: &str) -> Result<String, AwsError>;
-    async fn instance_profile_exists(&self, name: &str) -> Result<bool, AwsError>;
-    async fn document_exists(&self, name: &str) -> Result<bool, AwsError>;
+    async fn identity(&self) -> Result<Identity, CloudError>;
+    async fn dry_run(&self, op: DryRunOp, config: &Config) -> Result<(), CloudError>;
+    async fn bucket(&self, bucket: &str) -> Result<BucketFacts, CloudError>;
+    async fn key(&self, key_arn: &str) -> Result<KeyFacts, CloudError>;
+    async fn subnet_exists(&self, id: &str) -> Result<bool, CloudError>;
+    async fn security_group_exists(&self, id: &str) -> Result<bool, CloudError>;
+    async fn ami_exists(&self, id: &AmiId) -> Result<bool, CloudError>;
+    async fn ami_parameter(&self, name: &str) -> Result<String, CloudError>;
+    async fn instance_profile_exists(&self, name: &str) -> Result<bool, CloudError>;
+    async fn document_exists(&self, name: &str) -> Result<bool, CloudError>;
 }
 
 /// The account contexts to check.
@@ -311,7 +311,7 @@ pub fn judge_identity(
     name: &str,
     account: &str,
     role: Option<&RoleArn>,
-    result: Result<Identity, AwsError>,
+    result: Result<Identity, CloudError>,
 ) -> Check {
     match (result, role) {
         (Ok(who), _) => Check::pass(name, account, who.arn),
@@ -333,12 +333,12 @@ pub fn judge_identity(
     }
 }
 
-pub fn judge_dry_run(op: DryRunOp, account: &str, result: Result<(), AwsError>) -> Check {
+pub fn judge_dry_run(op: DryRunOp, account: &str, result: Result<(), CloudError>) -> Check {
     let name = format!("permission {}", op.action());
     match result {
         Ok(()) => Check::pass(name, account, "DryRun succeeded"),
-        Err(e) if e.is(AwsErrorKind::DryRunAllowed) => Check::pass(name, account, "allowed (DryRun)"),
-        Err(e) if e.is(AwsErrorKind::AccessDenied) => Check::fail(
+        Err(e) if e.is(ErrorKind::DryRunAllowed) => Check::pass(name, account, "allowed (DryRun)"),
+        Err(e) if e.is(ErrorKind::AccessDenied) => Check::fail(
             name,
             account,
             format!("denied: {e}"),
@@ -357,12 +357,12 @@ pub fn judge_bucket(
     bucket: &str,
     account: &str,
     retention_days: u32,
-    result: Result<BucketFacts, AwsError>,
+    result: Result<BucketFacts, CloudError>,
 ) -> Check {
     let name = "evidence bucket";
     let detail_name = format!("s3://{bucket}");
     match result {
-        Err(e) if e.is(AwsErrorKind::NotFound) => Check::fail(
+        Err(e) if e.is(ErrorKind::NotFound) => Check::fail(
             name,
             account,
             format!("{detail_name} does not exist"),
@@ -431,14 +431,14 @@ pub fn judge_key(
     arn: &str,
     account: &str,
     want: KeyUse,
-    result: Result<KeyFacts, AwsError>,
+    result: Result<KeyFacts, CloudError>,
 ) -> Check {
     let (usage, spec, what) = match want {
         KeyUse::Encrypt => ("ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", "a symmetric encryption key"),
         KeyUse::SignP256 => ("SIGN_VERIFY", "ECC_NIST_P256", "an ECC_NIST_P256 signing key"),
     };
     match result {
-        Err(e) if e.is(AwsErrorKind::NotFound) => Check::fail(
+        Err(e) if e.is(ErrorKind::NotFound) => Check::fail(
             name,
             account,
             format!("{arn} does not exist"),
@@ -467,7 +467,7 @@ pub fn judge_exists(
     name: &str,
     what: &str,
     account: &str,
-    result: Result<bool, AwsError>,
+    result: Result<bool, CloudError>,
     key: &str,
 ) -> Check {
     match result {
@@ -478,7 +478,7 @@ pub fn judge_exists(
             format!("{what} does not exist"),
             format!("deploy the forensics stack or correct {key}"),
         ),
-        Err(e) if e.is(AwsErrorKind::NotFound) => Check::fail(
+        Err(e) if e.is(ErrorKind::NotFound) => Check::fail(
             name,
             account,
             format!("{what} does not exist"),
@@ -497,11 +497,11 @@ pub fn judge_exists(
 mod tests {
     use super::*;
 
-    fn aws_err(code: &str) -> AwsError {
-        AwsError {
+    fn aws_err(code: &str) -> CloudError {
+        CloudError {
             service: "ec2",
             operation: "Op",
-            kind: crate::aws::error::classify_code(code),
+            kind: crate::cloud::error::classify_code(code),
             code: Some(code.into()),
             message: "m".into(),
             request_id: None,

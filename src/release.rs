@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::capture::{ObserveError, Observed, PriorState, instance_arn, observe, prior_state_item};
+use crate::cloud::retry;
+use crate::cloud::{Call, Cloud, TAG_CONTAINED, Target};
 use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId};
-use crate::isolate::cloud::{Call, Cloud, TAG_CONTAINED, Target};
-use crate::isolate::custody::{Action, CustodySink, Event};
-use crate::isolate::network::retry;
+use crate::isolate::observe::{ObserveError, Observed, PriorState, instance_arn, observe, prior_state_item};
 use crate::isolate::plan::deny_policy_name;
 use crate::isolate::verify::Check;
 use crate::isolate::workflow::Scope;
+use crate::pipeline::custody::{Action, CustodySink, Event};
 
 /// What must change to give the instance back its prior state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

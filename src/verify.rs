@@ -389,9 +389,16 @@ pub async fn verify_case(
     referenced.insert(&case_k);
     let all_keys =
         store.list(&format!("cases/{case_str}/")).await.map_err(EvidenceError::store("listing the case"))?;
+    // The operational journal (what was created in the cloud, for resume and teardown)
+    // is not evidence: custody records do not name its objects.
+    let journal = format!("cases/{case_str}/journal/");
     for key in &all_keys {
         let is_record = seq_of_key(case_str, key).is_some();
-        if !is_record && !referenced.contains(key.as_str()) && !loaded.other_keys.contains(key) {
+        if !is_record
+            && !key.starts_with(&journal)
+            && !referenced.contains(key.as_str())
+            && !loaded.other_keys.contains(key)
+        {
             findings.push(Finding {
                 what: if key == &manifest_k { "manifest" } else { "object" },
                 location: key.clone(),

@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use aws_sdk_autoscaling::operation::RequestId;
 
-use super::{AccountClients, AwsError};
+use super::AccountClients;
+use crate::cloud::CloudError;
+use crate::cloud::{AsgGroup, AutoScaling, Call, CloudResult, missing};
 use crate::ids::InstanceId;
-use crate::isolate::cloud::{AsgGroup, AutoScaling, Call, CloudResult, missing};
 
 #[async_trait]
 impl AutoScaling for AccountClients {
@@ -16,7 +17,7 @@ impl AutoScaling for AccountClients {
             .instance_ids(id.as_str())
             .send()
             .await
-            .map_err(AwsError::of("autoscaling", "DescribeAutoScalingInstances"))?;
+            .map_err(CloudError::of("autoscaling", "DescribeAutoScalingInstances"))?;
         Ok(out
             .auto_scaling_instances()
             .iter()
@@ -35,7 +36,7 @@ impl AutoScaling for AccountClients {
             .auto_scaling_group_names(name)
             .send()
             .await
-            .map_err(AwsError::of("autoscaling", "DescribeAutoScalingGroups"))?;
+            .map_err(CloudError::of("autoscaling", "DescribeAutoScalingGroups"))?;
         let Some(g) = out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name))
         else {
             return Ok(None);
@@ -59,7 +60,7 @@ impl AutoScaling for AccountClients {
             .should_decrement_desired_capacity(false)
             .send()
             .await
-            .map_err(AwsError::of("autoscaling", "DetachInstances"))?;
+            .map_err(CloudError::of("autoscaling", "DetachInstances"))?;
         Ok(Call::new("DetachInstances", out.request_id()))
     }
 
@@ -71,7 +72,7 @@ impl AutoScaling for AccountClients {
             .instance_ids(id.as_str())
             .send()
             .await
-            .map_err(AwsError::of("autoscaling", "AttachInstances"))?;
+            .map_err(CloudError::of("autoscaling", "AttachInstances"))?;
         Ok(Call::new("AttachInstances", out.request_id()))
     }
 }

@@ -11,13 +11,16 @@ use aws_sdk_ec2::types::{
     PrefixListId, ResourceType, Tag, TagSpecification, UserIdGroupPair,
 };
 
-use super::error::AwsErrorKind;
-use super::{AccountClients, AwsError};
-use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId};
-use crate::isolate::cloud::{
-    Attributes, Call, CloudResult, DryRun, Ec2, Eni, Group, Instance, NewGroup, ProfileAssociation, Purpose,
-    Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
+use super::AccountClients;
+use super::raw::captured;
+use crate::cloud::ec2::{InstanceDetails, InstanceStorage};
+use crate::cloud::{
+    Attributes, Call, Captured, CloudResult, DryRun, Ec2, Eni, Group, Instance, NewGroup, ProfileAssociation,
+    Purpose, Raw, Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
 };
+use crate::cloud::{CloudError, ErrorKind};
+use crate::ids::Region;
+use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId};
 
 fn filter(name: &str, values: &[&str]) -> Filter {
     Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
@@ -68,7 +71,40 @@ fn instance_from(i: &aws_sdk_ec2::types::Instance) -> CloudResult<Instance> {
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
             .collect(),
+        details: InstanceDetails {
+            instance_type: i.instance_type().map(|t| t.as_str().to_owned()),
+            image_id: i.image_id().map(str::to_owned),
+            launch_time: i.launch_time().and_then(rfc3339),
+            availability_zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_owned),
+            key_name: i.key_name().map(str::to_owned),
+            instance_profile_arn: i.iam_instance_profile().and_then(|p| p.arn()).map(str::to_owned),
+            private_ips: i
+                .network_interfaces()
+                .iter()
+                .flat_map(|n| n.private_ip_addresses().iter().filter_map(|a| a.private_ip_address()))
+                .map(str::to_owned)
+                .collect(),
+            public_ips: i.public_ip_address().into_iter().map(str::to_owned).collect(),
+            imds_http_tokens: i
+                .metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str().to_owned()),
+            imds_endpoint: i
+                .metadata_options()
+                .and_then(|m| m.http_endpoint())
+                .map(|t| t.as_str().to_owned()),
+            root_device_name: i.root_device_name().map(str::to_owned),
+        },
     })
+}
+
+/// An SDK time as UTC RFC 3339.
+pub(crate) fn rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
+    t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()
+}
+
+fn json_ids<T: std::fmt::Display>(ids: &[T]) -> Vec<String> {
+    ids.iter().map(|i| i.to_string()).collect()
 }
 
 fn rules_from(perms: &[IpPermission], egress: bool) -> Vec<Rule> {
@@ -116,8 +152,8 @@ impl Ec2 for AccountClients {
         let out = match self.ec2.describe_instances().instance_ids(id.as_str()).send().await {
             Ok(out) => out,
             Err(e) => {
-                let e = AwsError::from_sdk("ec2", "DescribeInstances", e);
-                return if e.is(AwsErrorKind::NotFound) { Ok(None) } else { Err(e) };
+                let e = CloudError::from_sdk("ec2", "DescribeInstances", e);
+                return if e.is(ErrorKind::NotFound) { Ok(None) } else { Err(e) };
             }
         };
         for r in out.reservations() {
@@ -143,7 +179,7 @@ impl Ec2 for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(AwsError::of("ec2", "DescribeInstances"))?;
+            .map_err(CloudError::of("ec2", "DescribeInstances"))?;
         let mut ids = Vec::new();
         for page in pages {
             for r in page.reservations() {
@@ -171,8 +207,8 @@ impl Ec2 for AccountClients {
             .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
             .send();
         let (term, shut) = futures::join!(term, shut);
-        let term = term.map_err(AwsError::of("ec2", "DescribeInstanceAttribute"))?;
-        let shut = shut.map_err(AwsError::of("ec2", "DescribeInstanceAttribute"))?;
+        let term = term.map_err(CloudError::of("ec2", "DescribeInstanceAttribute"))?;
+        let shut = shut.map_err(CloudError::of("ec2", "DescribeInstanceAttribute"))?;
         Ok(Attributes {
             termination_protection: term.disable_api_termination().and_then(|v| v.value()).unwrap_or(false),
             shutdown_behavior: shut
@@ -192,7 +228,7 @@ impl Ec2 for AccountClients {
             .filters(filter("instance-id", &[id.as_str()]))
             .send()
             .await
-            .map_err(AwsError::of("ec2", "DescribeIamInstanceProfileAssociations"))?;
+            .map_err(CloudError::of("ec2", "DescribeIamInstanceProfileAssociations"))?;
         let all = associations(out.iam_instance_profile_associations())?;
         Ok(all.into_iter().find(|a| a.state != "disassociated"))
     }
@@ -205,7 +241,7 @@ impl Ec2 for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(AwsError::of("ec2", "DescribeIamInstanceProfileAssociations"))?;
+            .map_err(CloudError::of("ec2", "DescribeIamInstanceProfileAssociations"))?;
         let mut all = Vec::new();
         for p in pages {
             all.extend(associations(p.iam_instance_profile_associations())?);
@@ -222,7 +258,7 @@ impl Ec2 for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(AwsError::of("ec2", "DescribeSecurityGroups"))?;
+            .map_err(CloudError::of("ec2", "DescribeSecurityGroups"))?;
         let mut groups = Vec::new();
         for p in pages {
             for g in p.security_groups() {
@@ -253,7 +289,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(AwsError::of("ec2", "ModifyInstanceAttribute")),
+                .map_err(CloudError::of("ec2", "ModifyInstanceAttribute")),
             DryRun::ModifyNetworkInterfaceAttribute(eni, groups) => self
                 .ec2
                 .modify_network_interface_attribute()
@@ -263,7 +299,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(AwsError::of("ec2", "ModifyNetworkInterfaceAttribute")),
+                .map_err(CloudError::of("ec2", "ModifyNetworkInterfaceAttribute")),
             DryRun::CreateSecurityGroup(vpc) => self
                 .ec2
                 .create_security_group()
@@ -274,7 +310,7 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(AwsError::of("ec2", "CreateSecurityGroup")),
+                .map_err(CloudError::of("ec2", "CreateSecurityGroup")),
             DryRun::CreateTags(id) => self
                 .ec2
                 .create_tags()
@@ -284,16 +320,16 @@ impl Ec2 for AccountClients {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(AwsError::of("ec2", "CreateTags")),
+                .map_err(CloudError::of("ec2", "CreateTags")),
         };
         match result {
-            Err(e) if e.is(AwsErrorKind::DryRunAllowed) => Ok(()),
+            Err(e) if e.is(ErrorKind::DryRunAllowed) => Ok(()),
             Err(e) => Err(e),
             // A service that ignores DryRun would have made the change: say so loudly.
-            Ok(()) => Err(AwsError {
+            Ok(()) => Err(CloudError {
                 service: "ec2",
                 operation: op,
-                kind: AwsErrorKind::Other,
+                kind: ErrorKind::Other,
                 code: None,
                 message: "DryRun call succeeded instead of answering DryRunOperation".into(),
                 request_id: None,
@@ -317,7 +353,7 @@ impl Ec2 for AccountClients {
             )
             .send()
             .await
-            .map_err(AwsError::of("ec2", "CreateSecurityGroup"))?;
+            .map_err(CloudError::of("ec2", "CreateSecurityGroup"))?;
         let id = parse("CreateSecurityGroup", "GroupId", out.group_id())?;
         Ok((id, call("CreateSecurityGroup", &out)))
     }
@@ -333,7 +369,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(ingress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(AwsError::of("ec2", "AuthorizeSecurityGroupIngress"))?;
+                .map_err(CloudError::of("ec2", "AuthorizeSecurityGroupIngress"))?;
             calls.push(call("AuthorizeSecurityGroupIngress", &out));
         }
         if !egress.is_empty() {
@@ -344,7 +380,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(egress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(AwsError::of("ec2", "AuthorizeSecurityGroupEgress"))?;
+                .map_err(CloudError::of("ec2", "AuthorizeSecurityGroupEgress"))?;
             calls.push(call("AuthorizeSecurityGroupEgress", &out));
         }
         Ok(calls)
@@ -361,7 +397,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(ingress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(AwsError::of("ec2", "RevokeSecurityGroupIngress"))?;
+                .map_err(CloudError::of("ec2", "RevokeSecurityGroupIngress"))?;
             calls.push(call("RevokeSecurityGroupIngress", &out));
         }
         if !egress.is_empty() {
@@ -372,7 +408,7 @@ impl Ec2 for AccountClients {
                 .set_ip_permissions(Some(egress.into_iter().map(permission).collect()))
                 .send()
                 .await
-                .map_err(AwsError::of("ec2", "RevokeSecurityGroupEgress"))?;
+                .map_err(CloudError::of("ec2", "RevokeSecurityGroupEgress"))?;
             calls.push(call("RevokeSecurityGroupEgress", &out));
         }
         Ok(calls)
@@ -390,7 +426,7 @@ impl Ec2 for AccountClients {
             .set_groups(Some(groups.iter().map(|g| g.to_string()).collect()))
             .send()
             .await
-            .map_err(AwsError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
+            .map_err(CloudError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
         Ok(call("ModifyNetworkInterfaceAttribute", &out))
     }
 
@@ -402,7 +438,7 @@ impl Ec2 for AccountClients {
             .disable_api_termination(AttributeBooleanValue::builder().value(on).build())
             .send()
             .await
-            .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
+            .map_err(CloudError::of("ec2", "ModifyInstanceAttribute"))?;
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
@@ -417,7 +453,7 @@ impl Ec2 for AccountClients {
             .value(behavior)
             .send()
             .await
-            .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
+            .map_err(CloudError::of("ec2", "ModifyInstanceAttribute"))?;
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
@@ -444,7 +480,7 @@ impl Ec2 for AccountClients {
             .set_block_device_mappings(Some(mappings))
             .send()
             .await
-            .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
+            .map_err(CloudError::of("ec2", "ModifyInstanceAttribute"))?;
         Ok(call("ModifyInstanceAttribute", &out))
     }
 
@@ -456,7 +492,7 @@ impl Ec2 for AccountClients {
             .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
             .send()
             .await
-            .map_err(AwsError::of("ec2", "CreateTags"))?;
+            .map_err(CloudError::of("ec2", "CreateTags"))?;
         Ok(call("CreateTags", &out))
     }
 
@@ -467,7 +503,7 @@ impl Ec2 for AccountClients {
             .association_id(association_id)
             .send()
             .await
-            .map_err(AwsError::of("ec2", "DisassociateIamInstanceProfile"))?;
+            .map_err(CloudError::of("ec2", "DisassociateIamInstanceProfile"))?;
         Ok(call("DisassociateIamInstanceProfile", &out))
     }
 
@@ -479,8 +515,233 @@ impl Ec2 for AccountClients {
             .iam_instance_profile(IamInstanceProfileSpecification::builder().arn(profile_arn).build())
             .send()
             .await
-            .map_err(AwsError::of("ec2", "AssociateIamInstanceProfile"))?;
+            .map_err(CloudError::of("ec2", "AssociateIamInstanceProfile"))?;
         Ok(call("AssociateIamInstanceProfile", &out))
+    }
+
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        let mut out = Vec::new();
+        let mut pages =
+            self.ec2.describe_instances().set_instance_ids(Some(json_ids(ids))).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let e = CloudError::from_sdk("ec2", "DescribeInstances", e);
+                    if e.is(ErrorKind::NotFound) {
+                        // One unknown id fails the whole call: fall back to one by one.
+                        let mut found = Vec::new();
+                        for id in ids {
+                            found.extend(self.describe_instance(id).await?);
+                        }
+                        return Ok(found);
+                    }
+                    return Err(e);
+                }
+            };
+            for r in page.reservations() {
+                for i in r.instances() {
+                    out.push(instance_from(i)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn capture_instance(&self, id: &InstanceId) -> CloudResult<Raw> {
+        let req = serde_json::json!({"InstanceIds": [id]});
+        let (_, raw) = captured(
+            "ec2",
+            "DescribeInstances",
+            req,
+            |o: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| self.ec2.describe_instances().instance_ids(id.as_str()).customize().interceptor(raw).send(),
+        )
+        .await?;
+        Ok(raw)
+    }
+
+    async fn capture_attribute(
+        &self,
+        id: &InstanceId,
+        attribute: &str,
+    ) -> CloudResult<Captured<Option<String>>> {
+        let req = serde_json::json!({"InstanceId": id, "Attribute": attribute});
+        let (out, raw) = captured(
+            "ec2",
+            "DescribeInstanceAttribute",
+            req,
+            |o: &aws_sdk_ec2::operation::describe_instance_attribute::DescribeInstanceAttributeOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| {
+                self.ec2
+                    .describe_instance_attribute()
+                    .instance_id(id.as_str())
+                    .attribute(InstanceAttributeName::from(attribute))
+                    .customize()
+                    .interceptor(raw)
+                    .send()
+            },
+        )
+        .await?;
+        let text =
+            |v: Option<&aws_sdk_ec2::types::AttributeValue>| v.and_then(|v| v.value()).map(str::to_owned);
+        let flag = |v: Option<&AttributeBooleanValue>| v.and_then(|v| v.value()).map(|b| b.to_string());
+        let value = match attribute {
+            "userData" => text(out.user_data()),
+            "instanceType" => text(out.instance_type()),
+            "kernel" => text(out.kernel_id()),
+            "ramdisk" => text(out.ramdisk_id()),
+            "rootDeviceName" => text(out.root_device_name()),
+            "instanceInitiatedShutdownBehavior" => text(out.instance_initiated_shutdown_behavior()),
+            "sriovNetSupport" => text(out.sriov_net_support()),
+            "disableApiTermination" => flag(out.disable_api_termination()),
+            "disableApiStop" => flag(out.disable_api_stop()),
+            "sourceDestCheck" => flag(out.source_dest_check()),
+            "ebsOptimized" => flag(out.ebs_optimized()),
+            "enaSupport" => flag(out.ena_support()),
+            // The rest is kept in the raw answer only.
+            _ => None,
+        };
+        Ok(Captured { value, raw })
+    }
+
+    async fn capture_network_interfaces(&self, ids: &[NetworkInterfaceId]) -> CloudResult<Raw> {
+        let req = serde_json::json!({"NetworkInterfaceIds": json_ids(ids)});
+        let (_, raw) = captured(
+            "ec2",
+            "DescribeNetworkInterfaces",
+            req,
+            |o: &aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| {
+                self.ec2
+                    .describe_network_interfaces()
+                    .set_network_interface_ids(Some(json_ids(ids)))
+                    .customize()
+                    .interceptor(raw)
+                    .send()
+            },
+        )
+        .await?;
+        Ok(raw)
+    }
+
+    async fn capture_security_groups(&self, ids: &[SecurityGroupId]) -> CloudResult<Raw> {
+        let req = serde_json::json!({"GroupIds": json_ids(ids)});
+        let (_, raw) = captured(
+            "ec2",
+            "DescribeSecurityGroups",
+            req,
+            |o: &aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| {
+                self.ec2
+                    .describe_security_groups()
+                    .set_group_ids(Some(json_ids(ids)))
+                    .customize()
+                    .interceptor(raw)
+                    .send()
+            },
+        )
+        .await?;
+        Ok(raw)
+    }
+
+    async fn capture_profile_associations(&self, id: &InstanceId) -> CloudResult<Raw> {
+        let req = serde_json::json!({"Filters": [{"Name": "instance-id", "Values": [id]}]});
+        let (_, raw) = captured(
+            "ec2",
+            "DescribeIamInstanceProfileAssociations",
+            req,
+            |o: &aws_sdk_ec2::operation::describe_iam_instance_profile_associations::DescribeIamInstanceProfileAssociationsOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| {
+                self.ec2
+                    .describe_iam_instance_profile_associations()
+                    .filters(filter("instance-id", &[id.as_str()]))
+                    .customize()
+                    .interceptor(raw)
+                    .send()
+            },
+        )
+        .await?;
+        Ok(raw)
+    }
+
+    async fn console_output(&self, id: &InstanceId, latest: bool) -> CloudResult<Captured<Option<String>>> {
+        let req = serde_json::json!({"InstanceId": id, "Latest": latest});
+        let (out, raw) = captured(
+            "ec2",
+            "GetConsoleOutput",
+            req,
+            |o: &aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| {
+                self.ec2
+                    .get_console_output()
+                    .instance_id(id.as_str())
+                    .latest(latest)
+                    .customize()
+                    .interceptor(raw)
+                    .send()
+            },
+        )
+        .await?;
+        Ok(Captured { value: out.output().map(str::to_owned), raw })
+    }
+
+    async fn console_screenshot(&self, id: &InstanceId) -> CloudResult<Captured<Option<String>>> {
+        let req = serde_json::json!({"InstanceId": id});
+        let (out, raw) = captured(
+            "ec2",
+            "GetConsoleScreenshot",
+            req,
+            |o: &aws_sdk_ec2::operation::get_console_screenshot::GetConsoleScreenshotOutput| {
+                o.request_id().map(str::to_owned)
+            },
+            |raw| {
+                self.ec2.get_console_screenshot().instance_id(id.as_str()).customize().interceptor(raw).send()
+            },
+        )
+        .await?;
+        Ok(Captured { value: out.image_data().map(str::to_owned), raw })
+    }
+
+    async fn instance_storage(&self, instance_type: &str) -> CloudResult<Option<InstanceStorage>> {
+        let out = self
+            .ec2
+            .describe_instance_types()
+            .instance_types(aws_sdk_ec2::types::InstanceType::from(instance_type))
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "DescribeInstanceTypes"))?;
+        let info = out.instance_types().first().and_then(|t| t.instance_storage_info());
+        Ok(info.map(|i| InstanceStorage {
+            disks: i.disks().iter().map(|d| d.count().unwrap_or(0)).sum(),
+            total_gib: i.total_size_in_gb().unwrap_or(0),
+        }))
+    }
+
+    async fn enabled_regions(&self) -> CloudResult<Vec<Region>> {
+        let out = self
+            .ec2
+            .describe_regions()
+            .all_regions(false)
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "DescribeRegions"))?;
+        let mut regions: Vec<Region> =
+            out.regions().iter().filter_map(|r| r.region_name()).filter_map(|n| n.parse().ok()).collect();
+        regions.sort();
+        Ok(regions)
     }
 }
 

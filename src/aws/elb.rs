@@ -7,10 +7,11 @@ use aws_sdk_elasticloadbalancing::types::Instance as ClassicInstance;
 use aws_sdk_elasticloadbalancingv2::operation::RequestId;
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 
-use super::error::AwsErrorKind;
-use super::{AccountClients, AwsError};
+use super::AccountClients;
+use crate::cloud::CloudError;
+use crate::cloud::ErrorKind;
+use crate::cloud::{Call, CloudResult, LoadBalancing, Target};
 use crate::ids::InstanceId;
-use crate::isolate::cloud::{Call, CloudResult, LoadBalancing, Target};
 
 fn description(target: &Target, id: &InstanceId) -> TargetDescription {
     TargetDescription::builder()
@@ -30,7 +31,7 @@ impl LoadBalancing for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(AwsError::of("elbv2", "DescribeTargetGroups"))?;
+            .map_err(CloudError::of("elbv2", "DescribeTargetGroups"))?;
         Ok(pages
             .iter()
             .flat_map(|p| p.target_groups().iter().filter_map(|t| t.target_group_arn().map(str::to_owned)))
@@ -42,8 +43,8 @@ impl LoadBalancing for AccountClients {
             Ok(out) => out,
             Err(e) => {
                 // A target group deleted between the listing and this call holds nothing.
-                let e = AwsError::from_sdk("elbv2", "DescribeTargetHealth", e);
-                return if e.is(AwsErrorKind::NotFound) || e.code.as_deref() == Some("TargetGroupNotFound") {
+                let e = CloudError::from_sdk("elbv2", "DescribeTargetHealth", e);
+                return if e.is(ErrorKind::NotFound) || e.code.as_deref() == Some("TargetGroupNotFound") {
                     Ok(vec![])
                 } else {
                     Err(e)
@@ -80,7 +81,7 @@ impl LoadBalancing for AccountClients {
             .targets(description(target, id))
             .send()
             .await
-            .map_err(AwsError::of("elbv2", "DeregisterTargets"))?;
+            .map_err(CloudError::of("elbv2", "DeregisterTargets"))?;
         Ok(Call::new("DeregisterTargets", out.request_id()))
     }
 
@@ -92,7 +93,7 @@ impl LoadBalancing for AccountClients {
             .targets(description(target, id))
             .send()
             .await
-            .map_err(AwsError::of("elbv2", "RegisterTargets"))?;
+            .map_err(CloudError::of("elbv2", "RegisterTargets"))?;
         Ok(Call::new("RegisterTargets", out.request_id()))
     }
 
@@ -104,7 +105,7 @@ impl LoadBalancing for AccountClients {
             .send()
             .try_collect()
             .await
-            .map_err(AwsError::of("elb", "DescribeLoadBalancers"))?;
+            .map_err(CloudError::of("elb", "DescribeLoadBalancers"))?;
         Ok(pages
             .iter()
             .flat_map(|p| p.load_balancer_descriptions().iter())
@@ -123,7 +124,7 @@ impl LoadBalancing for AccountClients {
             .instances(ClassicInstance::builder().instance_id(id.as_str()).build())
             .send()
             .await
-            .map_err(AwsError::of("elb", "DeregisterInstancesFromLoadBalancer"))?;
+            .map_err(CloudError::of("elb", "DeregisterInstancesFromLoadBalancer"))?;
         Ok(Call::new(
             "DeregisterInstancesFromLoadBalancer",
             aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out),
@@ -138,7 +139,7 @@ impl LoadBalancing for AccountClients {
             .instances(ClassicInstance::builder().instance_id(id.as_str()).build())
             .send()
             .await
-            .map_err(AwsError::of("elb", "RegisterInstancesWithLoadBalancer"))?;
+            .map_err(CloudError::of("elb", "RegisterInstancesWithLoadBalancer"))?;
         Ok(Call::new(
             "RegisterInstancesWithLoadBalancer",
             aws_sdk_elasticloadbalancing::operation::RequestId::request_id(&out),

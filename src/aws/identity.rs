@@ -1,28 +1,27 @@
 //! STS: who is calling. Recorded as the machine principal of every custody record.
 
-use serde::Serialize;
-
-use super::AwsError;
-use crate::ids::AccountId;
+use crate::cloud::CloudError;
 
 /// The principal behind a set of credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CallerIdentity {
-    pub arn: String,
-    pub account: AccountId,
-    pub user_id: String,
+pub type CallerIdentity = crate::cloud::Identity;
+
+#[async_trait::async_trait]
+impl crate::cloud::Sts for super::AccountClients {
+    async fn caller_identity(&self) -> crate::cloud::CloudResult<crate::cloud::Identity> {
+        caller_identity(&self.sts).await
+    }
 }
 
-pub async fn caller_identity(sts: &aws_sdk_sts::Client) -> Result<CallerIdentity, AwsError> {
+pub async fn caller_identity(sts: &aws_sdk_sts::Client) -> Result<CallerIdentity, CloudError> {
     let out = sts
         .get_caller_identity()
         .send()
         .await
-        .map_err(|e| AwsError::from_sdk("sts", "GetCallerIdentity", e))?;
-    let missing = |field: &str| AwsError {
+        .map_err(|e| CloudError::from_sdk("sts", "GetCallerIdentity", e))?;
+    let missing = |field: &str| CloudError {
         service: "sts",
         operation: "GetCallerIdentity",
-        kind: super::error::AwsErrorKind::Other,
+        kind: crate::cloud::ErrorKind::Other,
         code: None,
         message: format!("response has no {field}"),
         request_id: None,

@@ -16,9 +16,12 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use tokio::sync::Mutex;
 
+use crate::cloud::CloudError;
 use crate::ids::{AccountId, Region, RoleArn, RoleName};
 
 pub mod autoscaling;
+pub mod cloudtrail;
+pub mod ebs;
 pub mod ec2;
 pub mod elb;
 pub mod error;
@@ -26,9 +29,8 @@ pub mod iam;
 pub mod identity;
 pub mod kms;
 pub mod preflight;
+pub mod raw;
 pub mod s3;
-
-pub use error::AwsError;
 
 /// Attempts per call, with the SDK's standard exponential backoff and jitter. AWS
 /// recommends 3 for interactive tools; an incident response is worth waiting a little
@@ -69,6 +71,7 @@ pub struct AccountClients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub elb: aws_sdk_elasticloadbalancing::Client,
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
 }
 
 /// Builds a service client from the shared config, with an optional extra interceptor
@@ -113,6 +116,7 @@ impl AccountClients {
             autoscaling: client!(aws_sdk_autoscaling, &sdk, interceptor),
             elbv2: client!(aws_sdk_elasticloadbalancingv2, &sdk, interceptor),
             elb: client!(aws_sdk_elasticloadbalancing, &sdk, interceptor),
+            cloudtrail: client!(aws_sdk_cloudtrail, &sdk, interceptor),
             sdk,
             region,
         }
@@ -179,6 +183,7 @@ pub struct Aws {
     base_region: Region,
     session_name: String,
     forensics_role: Option<RoleArn>,
+    forensics_account: AccountId,
     forensics_region: Region,
     member_role: RoleName,
     caller_account: Mutex<Option<AccountId>>,
@@ -201,6 +206,7 @@ impl Aws {
             base_region,
             session_name,
             forensics_role: config.forensics.role_arn.clone(),
+            forensics_account: config.forensics.account_id.clone(),
             forensics_region: config.forensics.region.clone(),
             member_role: config.member.role_name.clone(),
             caller_account: Mutex::new(None),
@@ -244,7 +250,7 @@ impl Aws {
         &self,
         account: Option<&AccountId>,
         region: &Region,
-    ) -> Result<Arc<AccountClients>, AwsError> {
+    ) -> Result<Arc<AccountClients>, CloudError> {
         let account = match account {
             None => None,
             Some(a) if Some(a) == self.caller_account().await?.as_ref() => None,
@@ -254,7 +260,7 @@ impl Aws {
     }
 
     /// The account of the caller's own credentials (one STS call, then cached).
-    pub async fn caller_account(&self) -> Result<Option<AccountId>, AwsError> {
+    pub async fn caller_account(&self) -> Result<Option<AccountId>, CloudError> {
         let mut cached = self.caller_account.lock().await;
         if cached.is_none() {
             let clients = AccountClients::new(self.base.clone(), self.base_region.clone());
@@ -290,6 +296,33 @@ impl Aws {
     pub async fn assumed(&self, role: &RoleArn, region: &Region) -> AccountClients {
         let sdk = assume_role(&self.base, role, &self.session_name, region).await;
         AccountClients::new(sdk, region.clone())
+    }
+}
+
+/// The cross-account seam on real AWS: member accounts through the member role, the
+/// forensics account through its role.
+#[async_trait::async_trait]
+impl crate::cloud::Accounts for Aws {
+    async fn caller_account(&self) -> crate::cloud::CloudResult<AccountId> {
+        self.caller_account().await?.ok_or_else(|| CloudError::missing("sts", "GetCallerIdentity", "Account"))
+    }
+
+    async fn member(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> crate::cloud::CloudResult<crate::cloud::Side> {
+        let clients = Aws::member(self, Some(account), region).await?;
+        Ok(crate::cloud::Side { account: account.clone(), region: region.clone(), cloud: clients })
+    }
+
+    async fn forensics(&self) -> crate::cloud::CloudResult<crate::cloud::Side> {
+        let clients = Aws::forensics(self).await;
+        Ok(crate::cloud::Side {
+            account: self.forensics_account.clone(),
+            region: self.forensics_region.clone(),
+            cloud: clients,
+        })
     }
 }
 

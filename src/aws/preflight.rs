@@ -4,8 +4,8 @@
 
 use aws_sdk_ec2::types::{InstanceSpecification, InstanceType, VolumeType};
 
-use super::error::{AwsError, AwsErrorKind};
 use super::{AccountClients, identity};
+use crate::cloud::{CloudError, ErrorKind};
 use crate::config::Config;
 use crate::ids::AmiId;
 use crate::preflight::{BucketFacts, DryRunOp, Identity, KeyFacts, Probes};
@@ -22,12 +22,12 @@ pub struct AwsProbes<'a> {
 
 #[async_trait::async_trait]
 impl Probes for AwsProbes<'_> {
-    async fn identity(&self) -> Result<Identity, AwsError> {
+    async fn identity(&self) -> Result<Identity, CloudError> {
         let who = identity::caller_identity(&self.clients.sts).await?;
         Ok(Identity { arn: who.arn, account: who.account })
     }
 
-    async fn dry_run(&self, op: DryRunOp, config: &Config) -> Result<(), AwsError> {
+    async fn dry_run(&self, op: DryRunOp, config: &Config) -> Result<(), CloudError> {
         let ec2 = &self.clients.ec2;
         match op {
             DryRunOp::DescribeInstances => {
@@ -35,7 +35,7 @@ impl Probes for AwsProbes<'_> {
                     .dry_run(true)
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "DescribeInstances"))?;
+                    .map_err(CloudError::of("ec2", "DescribeInstances"))?;
             }
             DryRunOp::CreateSnapshots => {
                 ec2.create_snapshots()
@@ -45,7 +45,7 @@ impl Probes for AwsProbes<'_> {
                     )
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "CreateSnapshots"))?;
+                    .map_err(CloudError::of("ec2", "CreateSnapshots"))?;
             }
             DryRunOp::CreateSecurityGroup => {
                 ec2.create_security_group()
@@ -54,7 +54,7 @@ impl Probes for AwsProbes<'_> {
                     .description("cleanroom preflight DryRun")
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "CreateSecurityGroup"))?;
+                    .map_err(CloudError::of("ec2", "CreateSecurityGroup"))?;
             }
             DryRunOp::ModifyNetworkInterfaceAttribute => {
                 ec2.modify_network_interface_attribute()
@@ -63,7 +63,7 @@ impl Probes for AwsProbes<'_> {
                     .groups("sg-00000000000000000")
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
+                    .map_err(CloudError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
             }
             DryRunOp::ModifyInstanceAttribute => {
                 ec2.modify_instance_attribute()
@@ -74,7 +74,7 @@ impl Probes for AwsProbes<'_> {
                     )
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "ModifyInstanceAttribute"))?;
+                    .map_err(CloudError::of("ec2", "ModifyInstanceAttribute"))?;
             }
             DryRunOp::DisassociateIamInstanceProfile => {
                 ec2.disassociate_iam_instance_profile()
@@ -85,8 +85,8 @@ impl Probes for AwsProbes<'_> {
                     .or_else(|e| {
                         // This call has no DryRun in the EC2 API: a NotFound for the
                         // probe association proves the caller got past authorization.
-                        let e = AwsError::from_sdk("ec2", "DisassociateIamInstanceProfile", e);
-                        if e.is(AwsErrorKind::NotFound)
+                        let e = CloudError::from_sdk("ec2", "DisassociateIamInstanceProfile", e);
+                        if e.is(ErrorKind::NotFound)
                             || e.code.as_deref() == Some("InvalidAssociationID.NotFound")
                         {
                             Ok(())
@@ -104,7 +104,7 @@ impl Probes for AwsProbes<'_> {
                     )
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "CreateTags"))?;
+                    .map_err(CloudError::of("ec2", "CreateTags"))?;
             }
             DryRunOp::RunAnalysisInstance => {
                 let a = &config.analysis;
@@ -124,7 +124,7 @@ impl Probes for AwsProbes<'_> {
                 if let crate::config::AmiSource::Id(id) = &a.ami {
                     run = run.image_id(id.as_str());
                 }
-                run.send().await.map_err(AwsError::of("ec2", "RunInstances"))?;
+                run.send().await.map_err(CloudError::of("ec2", "RunInstances"))?;
             }
             DryRunOp::CreateVolume => {
                 ec2.create_volume()
@@ -134,20 +134,20 @@ impl Probes for AwsProbes<'_> {
                     .volume_type(VolumeType::Gp3)
                     .send()
                     .await
-                    .map_err(AwsError::of("ec2", "CreateVolume"))?;
+                    .map_err(CloudError::of("ec2", "CreateVolume"))?;
             }
         }
         Ok(())
     }
 
-    async fn bucket(&self, bucket: &str) -> Result<BucketFacts, AwsError> {
+    async fn bucket(&self, bucket: &str) -> Result<BucketFacts, CloudError> {
         let s3 = &self.clients.s3;
         let versioning = s3
             .get_bucket_versioning()
             .bucket(bucket)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("s3", "GetBucketVersioning", e))?;
+            .map_err(|e| CloudError::from_sdk("s3", "GetBucketVersioning", e))?;
         let mut facts = BucketFacts {
             versioning: versioning.status().map(|s| s.as_str().to_owned()),
             ..Default::default()
@@ -155,7 +155,7 @@ impl Probes for AwsProbes<'_> {
         let lock = match s3.get_object_lock_configuration().bucket(bucket).send().await {
             Ok(out) => out,
             Err(e) => {
-                let e = AwsError::from_sdk("s3", "GetObjectLockConfiguration", e);
+                let e = CloudError::from_sdk("s3", "GetObjectLockConfiguration", e);
                 // S3 answers ObjectLockConfigurationNotFoundError for a bucket without lock.
                 if e.code.as_deref() == Some("ObjectLockConfigurationNotFoundError") {
                     return Ok(facts);
@@ -177,7 +177,7 @@ impl Probes for AwsProbes<'_> {
         Ok(facts)
     }
 
-    async fn key(&self, key_arn: &str) -> Result<KeyFacts, AwsError> {
+    async fn key(&self, key_arn: &str) -> Result<KeyFacts, CloudError> {
         let out = self
             .clients
             .kms
@@ -185,11 +185,11 @@ impl Probes for AwsProbes<'_> {
             .key_id(key_arn)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("kms", "DescribeKey", e))?;
-        let meta = out.key_metadata().ok_or_else(|| AwsError {
+            .map_err(|e| CloudError::from_sdk("kms", "DescribeKey", e))?;
+        let meta = out.key_metadata().ok_or_else(|| CloudError {
             service: "kms",
             operation: "DescribeKey",
-            kind: AwsErrorKind::Other,
+            kind: ErrorKind::Other,
             code: None,
             message: "response has no KeyMetadata".into(),
             request_id: None,
@@ -203,27 +203,30 @@ impl Probes for AwsProbes<'_> {
         })
     }
 
-    async fn subnet_exists(&self, id: &str) -> Result<bool, AwsError> {
+    async fn subnet_exists(&self, id: &str) -> Result<bool, CloudError> {
         let out = self.clients.ec2.describe_subnets().subnet_ids(id).send().await;
         found(
-            out.map(|o| !o.subnets().is_empty()).map_err(|e| AwsError::from_sdk("ec2", "DescribeSubnets", e)),
+            out.map(|o| !o.subnets().is_empty())
+                .map_err(|e| CloudError::from_sdk("ec2", "DescribeSubnets", e)),
         )
     }
 
-    async fn security_group_exists(&self, id: &str) -> Result<bool, AwsError> {
+    async fn security_group_exists(&self, id: &str) -> Result<bool, CloudError> {
         let out = self.clients.ec2.describe_security_groups().group_ids(id).send().await;
         found(
             out.map(|o| !o.security_groups().is_empty())
-                .map_err(|e| AwsError::from_sdk("ec2", "DescribeSecurityGroups", e)),
+                .map_err(|e| CloudError::from_sdk("ec2", "DescribeSecurityGroups", e)),
         )
     }
 
-    async fn ami_exists(&self, id: &AmiId) -> Result<bool, AwsError> {
+    async fn ami_exists(&self, id: &AmiId) -> Result<bool, CloudError> {
         let out = self.clients.ec2.describe_images().image_ids(id.as_str()).send().await;
-        found(out.map(|o| !o.images().is_empty()).map_err(|e| AwsError::from_sdk("ec2", "DescribeImages", e)))
+        found(
+            out.map(|o| !o.images().is_empty()).map_err(|e| CloudError::from_sdk("ec2", "DescribeImages", e)),
+        )
     }
 
-    async fn ami_parameter(&self, name: &str) -> Result<String, AwsError> {
+    async fn ami_parameter(&self, name: &str) -> Result<String, CloudError> {
         let out = self
             .clients
             .ssm
@@ -231,25 +234,25 @@ impl Probes for AwsProbes<'_> {
             .name(name)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("ssm", "GetParameter", e))?;
+            .map_err(|e| CloudError::from_sdk("ssm", "GetParameter", e))?;
         Ok(out.parameter().and_then(|p| p.value()).unwrap_or_default().to_owned())
     }
 
-    async fn instance_profile_exists(&self, name: &str) -> Result<bool, AwsError> {
+    async fn instance_profile_exists(&self, name: &str) -> Result<bool, CloudError> {
         let out = self.clients.iam.get_instance_profile().instance_profile_name(name).send().await;
-        found(out.map(|_| true).map_err(|e| AwsError::from_sdk("iam", "GetInstanceProfile", e)))
+        found(out.map(|_| true).map_err(|e| CloudError::from_sdk("iam", "GetInstanceProfile", e)))
     }
 
-    async fn document_exists(&self, name: &str) -> Result<bool, AwsError> {
+    async fn document_exists(&self, name: &str) -> Result<bool, CloudError> {
         let out = self.clients.ssm.describe_document().name(name).send().await;
-        found(out.map(|_| true).map_err(|e| AwsError::from_sdk("ssm", "DescribeDocument", e)))
+        found(out.map(|_| true).map_err(|e| CloudError::from_sdk("ssm", "DescribeDocument", e)))
     }
 }
 
 /// A NotFound answer means "does not exist", not a failed probe.
-fn found(result: Result<bool, AwsError>) -> Result<bool, AwsError> {
+fn found(result: Result<bool, CloudError>) -> Result<bool, CloudError> {
     match result {
-        Err(e) if e.is(AwsErrorKind::NotFound) => Ok(false),
+        Err(e) if e.is(ErrorKind::NotFound) => Ok(false),
         other => other,
     }
 }

@@ -15,8 +15,8 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use bytes::Bytes;
 use time::OffsetDateTime;
 
-use super::AwsError;
-use super::error::AwsErrorKind;
+use crate::cloud::CloudError;
+use crate::cloud::ErrorKind;
 use crate::evidence::store::{
     ByteChunks, LockMode, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind,
     Version, Written,
@@ -44,15 +44,15 @@ impl S3Store {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        let aws = AwsError::from_sdk("s3", operation, e);
+        let aws = CloudError::from_sdk("s3", operation, e);
         let kind = match (aws.code.as_deref(), aws.kind) {
             (Some("PreconditionFailed" | "ConditionalRequestConflict"), _) => {
                 StoreErrorKind::PreconditionFailed
             }
-            (_, AwsErrorKind::NotFound) => StoreErrorKind::NotFound,
-            (_, AwsErrorKind::AccessDenied) => StoreErrorKind::AccessDenied,
-            (_, AwsErrorKind::Throttled) => StoreErrorKind::Throttled,
-            (_, AwsErrorKind::Unreachable | AwsErrorKind::Credentials) => StoreErrorKind::Unreachable,
+            (_, ErrorKind::NotFound) => StoreErrorKind::NotFound,
+            (_, ErrorKind::AccessDenied) => StoreErrorKind::AccessDenied,
+            (_, ErrorKind::Throttled) => StoreErrorKind::Throttled,
+            (_, ErrorKind::Unreachable | ErrorKind::Credentials) => StoreErrorKind::Unreachable,
             _ => StoreErrorKind::Other,
         };
         let message = match &aws.code {

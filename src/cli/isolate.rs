@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::cloud::Cloud;
 use crate::error::{Error, ExitKind, Result};
 use crate::ids::{AccountId, CaseId, InstanceId, InstanceRef, Region};
-use crate::isolate::cloud::Cloud;
-use crate::isolate::custody::{CaseCustody, CustodySink, MemoryCustody};
 use crate::isolate::workflow::{Outcome, Scope, Settings, Status, isolate};
+use crate::pipeline::custody::{CaseCustody, CustodySink, ReadOnlyCase};
 
 use super::Context;
 
@@ -107,11 +107,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
 
     if !filters.is_empty() {
         let clients = aws.caller(&region).await;
-        let found = crate::isolate::network::retry(|| {
-            crate::isolate::cloud::Ec2::find_instances(clients.as_ref(), &filters)
-        })
-        .await
-        .map_err(|e| Error::failed(format!("finding instances by tag: {e}")))?;
+        let found = crate::cloud::retry(|| crate::cloud::Ec2::find_instances(clients.as_ref(), &filters))
+            .await
+            .map_err(|e| Error::failed(format!("finding instances by tag: {e}")))?;
         if found.is_empty() {
             return Err(Error::refused(format!(
                 "no running or stopped instance in {region} matches {}",
@@ -125,8 +123,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     // The case opens (S3) while the instances' accounts are resolved (STS).
     let custody = async {
         if args.plan {
-            // --plan writes nothing, not even case.json: it reads as if nothing were stored.
-            Ok(Arc::new(MemoryCustody::default()) as Arc<dyn CustodySink>)
+            // --plan writes nothing, not even case.json: it reads the case as it is stored.
+            let store = crate::evidence::evidence_store(&aws, &config).await;
+            ReadOnlyCase::open(store, &args.case)
+                .await
+                .map(|c| Arc::new(c) as Arc<dyn CustodySink>)
+                .map_err(|e| Error::failed(format!("reading case {}: {e}", args.case)))
         } else {
             crate::evidence::open_case(&aws, &config, &args.case, &examiner)
                 .await

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ids::Region;
 use crate::progress::Reporter;
 
+pub mod acquire;
 pub mod cases;
 pub mod drill;
 pub mod init;
@@ -20,6 +21,7 @@ pub mod isolate;
 pub mod preflight;
 pub mod release;
 pub mod report;
+pub mod targets;
 pub mod verify;
 
 #[derive(Debug, Parser)]
@@ -59,6 +61,8 @@ pub enum Command {
     Init(init::Args),
     /// Check accounts, permissions, bucket, keys and clean room before an incident.
     Preflight(preflight::Args),
+    /// The whole pipeline: capture, protect, snapshot, isolate, hand off to the forensics account, seal.
+    Acquire(acquire::Args),
     /// Contain instances: protect, detach from their service, cut network and credentials.
     Isolate(isolate::Args),
     /// Undo containment of an instance, restoring the state recorded at isolation.
@@ -123,6 +127,7 @@ pub async fn run(cli: Cli, reporter: Arc<dyn Reporter>) -> Result<crate::error::
     match cli.command {
         Command::Init(args) => init::run(&ctx, args),
         Command::Preflight(args) => preflight::run(&ctx, args).await,
+        Command::Acquire(args) => acquire::run(&ctx, args).await,
         Command::Isolate(args) => isolate::run(&ctx, args).await,
         Command::Release(args) => release::run(&ctx, args).await,
         Command::Verify(args) => verify::run(&ctx, args).await,

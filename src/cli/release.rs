@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, ExitKind, Result};
 use crate::ids::{CaseId, InstanceRef};
-use crate::isolate::custody::CaseCustody;
+use crate::pipeline::custody::CaseCustody;
 use crate::release::{ReleaseError, apply, prepare};
 
 use super::Context;

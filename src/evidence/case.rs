@@ -536,6 +536,30 @@ impl Case {
         self.finish_item(item, key, stored).await
     }
 
+    /// Stores bytes held in memory as an evidence item (a decoded UserData, a
+    /// screenshot). On a rerun the item already recorded is returned.
+    pub async fn store_bytes(
+        &self,
+        item: NewItem,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<EvidenceRef, EvidenceError> {
+        let key = self.evidence_key(&item)?;
+        if let Some(r) = self.known(&item.id).await {
+            return Ok(r);
+        }
+        let stored = upload::store_bytes(
+            self.inner.store.as_ref(),
+            &item.id,
+            &key,
+            bytes.into(),
+            content_type,
+            self.lock_now(),
+        )
+        .await?;
+        self.finish_item(item, key, stored).await
+    }
+
     /// Streams a file of any size into the case (multipart above 16 MiB, parallel
     /// parts, bounded memory), computing SHA-256, SHA-1 and MD5 in the same pass.
     pub async fn store_file(
@@ -561,6 +585,11 @@ impl Case {
         )
         .await?;
         self.finish_item(item, key, stored).await
+    }
+
+    /// The lock of an object written now (the operational journal uses the case's).
+    pub fn lock_now_for_journal(&self) -> ObjectLock {
+        self.lock_now()
     }
 
     pub(crate) fn lock_now_pub(&self) -> ObjectLock {

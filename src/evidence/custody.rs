@@ -26,6 +26,24 @@ pub enum Action {
     ContainmentVerified,
     ContainmentFailed,
     Released,
+    /// A release that did not restore everything (not a containment failure).
+    ReleaseFailed,
+    /// Everything capture read is stored; gaps named in the details.
+    CaptureCompleted,
+    /// One crash-consistent snapshot set of an instance's volumes.
+    SnapshotsCreated,
+    /// A snapshot ended in `error` (and what was done about it).
+    SnapshotFailed,
+    /// A copy under the hand-off key, in the member account.
+    RelayCopyCreated,
+    /// createVolumePermission given to the forensics account.
+    SnapshotShared,
+    /// The forensics account's copy is complete under its key: the disk evidence.
+    ForensicsCopyCompleted,
+    /// createVolumePermission taken back.
+    ShareRemoved,
+    /// The hand-off of a snapshot failed (why, and the state left).
+    HandOffFailed,
     Verified,
     ReportWritten,
     CheckpointSigned,

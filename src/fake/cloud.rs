@@ -4,19 +4,21 @@
 //! per-call latency so tests can count sequential round trips in virtual time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::aws::AwsError;
-use crate::aws::error::AwsErrorKind;
-use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId, VpcId};
-use crate::isolate::cloud::{
+use crate::cloud::CloudError;
+use crate::cloud::ErrorKind;
+use crate::cloud::ec2::{InstanceDetails, InstanceStorage};
+use crate::cloud::{
     AsgGroup, Attributes, AutoScaling, Call, CloudResult, DryRun, Ec2, Eni, Group, Iam, Instance,
     LoadBalancing, NewGroup, ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target, V4_ANY,
     V6_ANY, VolumeAttachment,
 };
+use crate::cloud::{Captured, Raw};
+use crate::ids::{AccountId, CaseId, InstanceId, NetworkInterfaceId, Region, SecurityGroupId, VpcId};
 
 #[derive(Debug, Clone)]
 pub struct FakeInstance {
@@ -26,6 +28,10 @@ pub struct FakeInstance {
     pub volumes: Vec<VolumeAttachment>,
     pub tags: BTreeMap<String, String>,
     pub attributes: Attributes,
+    pub details: InstanceDetails,
+    /// Base64, as the API gives it.
+    pub user_data: Option<String>,
+    pub console: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +63,18 @@ impl State {
         self.next_id += 1;
         format!("{prefix}-{:017x}", self.next_id)
     }
+
+    pub fn instance(&self, id: &InstanceId, i: &FakeInstance) -> Instance {
+        Instance {
+            id: id.clone(),
+            state: i.state.clone(),
+            vpc: Some(i.vpc.clone()),
+            enis: i.enis.iter().map(|e| self.enis[e].clone()).collect(),
+            volumes: i.volumes.clone(),
+            tags: i.tags.clone(),
+            details: i.details.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,16 +95,53 @@ pub struct Logged {
     pub failed: bool,
 }
 
-#[derive(Default)]
+/// One account and region of the fake world: its own EC2/IAM/... state, and the world
+/// shared with the other accounts (faults, the call log, snapshots, keys, CloudTrail).
 pub struct FakeCloud {
-    pub state: Mutex<State>,
+    pub account: AccountId,
+    pub region: Region,
+    pub state: Arc<Mutex<State>>,
+    pub world: Arc<World>,
+}
+
+/// What every account of a fake world shares.
+#[derive(Default)]
+pub struct World {
     faults: Mutex<Faults>,
     log: Mutex<Vec<Logged>>,
     latency: Mutex<Option<Duration>>,
+    /// Snapshots, volumes, keys and events, across accounts.
+    pub ebs: Mutex<super::world::EbsWorld>,
+    states: Mutex<BTreeMap<(AccountId, Region), Arc<Mutex<State>>>>,
 }
 
-fn fault(operation: &str, kind: AwsErrorKind, code: &str, message: &str) -> AwsError {
-    AwsError {
+/// The account and region of `FakeCloud::new()`.
+pub const FAKE_ACCOUNT: &str = "111122223333";
+pub const FAKE_REGION: &str = "eu-west-1";
+
+impl Default for FakeCloud {
+    fn default() -> Self {
+        let world = Arc::new(World::default());
+        let account: AccountId = FAKE_ACCOUNT.parse().expect("account id");
+        let region: Region = FAKE_REGION.parse().expect("region");
+        let state = world.state_of(&account, &region);
+        Self { account, region, state, world }
+    }
+}
+
+impl World {
+    /// Every (account, region) that has state.
+    pub fn regions(&self) -> Vec<(AccountId, Region)> {
+        self.states.lock().expect("states lock").keys().cloned().collect()
+    }
+
+    fn state_of(&self, account: &AccountId, region: &Region) -> Arc<Mutex<State>> {
+        self.states.lock().expect("states lock").entry((account.clone(), region.clone())).or_default().clone()
+    }
+}
+
+pub(super) fn fault(operation: &str, kind: ErrorKind, code: &str, message: &str) -> CloudError {
+    CloudError {
         service: "fake",
         operation: leak(operation),
         kind,
@@ -96,7 +151,7 @@ fn fault(operation: &str, kind: AwsErrorKind, code: &str, message: &str) -> AwsE
     }
 }
 
-/// Operation names are few and fixed; `AwsError` wants `&'static str`.
+/// Operation names are few and fixed; `CloudError` wants `&'static str`.
 fn leak(s: &str) -> &'static str {
     static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     let mut names = NAMES.lock().expect("names lock");
@@ -113,20 +168,30 @@ impl FakeCloud {
         Self::default()
     }
 
+    /// Another account and region of the same world (faults, log, snapshots shared).
+    pub fn view(&self, account: &AccountId, region: &Region) -> Arc<FakeCloud> {
+        Arc::new(FakeCloud {
+            account: account.clone(),
+            region: region.clone(),
+            state: self.world.state_of(account, region),
+            world: self.world.clone(),
+        })
+    }
+
     /// Every call takes `latency` (virtual time in paused-clock tests).
     pub fn with_latency(self, latency: Duration) -> Self {
-        *self.latency.lock().expect("latency lock") = Some(latency);
+        *self.world.latency.lock().expect("latency lock") = Some(latency);
         self
     }
 
     /// The next `times` calls of `operation` are throttled.
     pub fn throttle(&self, operation: &str, times: u32) {
-        self.faults.lock().expect("faults lock").throttle.insert(operation.into(), times);
+        self.world.faults.lock().expect("faults lock").throttle.insert(operation.into(), times);
     }
 
     /// Calls of `operation` whose detail contains `matching` fail (`times` times, or always).
     pub fn fail(&self, operation: &str, matching: Option<&str>, times: Option<u32>) {
-        self.faults.lock().expect("faults lock").fail.push((
+        self.world.faults.lock().expect("faults lock").fail.push((
             operation.into(),
             matching.map(str::to_owned),
             times,
@@ -135,24 +200,24 @@ impl FakeCloud {
 
     /// Every call of `operation` is refused as UnauthorizedOperation (a missing permission).
     pub fn deny(&self, operation: &str) {
-        self.faults.lock().expect("faults lock").denied.push(operation.into());
+        self.world.faults.lock().expect("faults lock").denied.push(operation.into());
     }
 
     /// Every call after the `calls`-th fails, as if the process had died there.
     pub fn crash_after(&self, calls: usize) {
-        let mut f = self.faults.lock().expect("faults lock");
+        let mut f = self.world.faults.lock().expect("faults lock");
         f.crash_after = Some(f.calls + calls);
     }
 
     /// Clears every fault (a new process after a crash).
     pub fn heal(&self) {
-        let mut f = self.faults.lock().expect("faults lock");
+        let mut f = self.world.faults.lock().expect("faults lock");
         let calls = f.calls;
         *f = Faults { calls, ..Faults::default() };
     }
 
     pub fn log(&self) -> Vec<Logged> {
-        self.log.lock().expect("log lock").clone()
+        self.world.log.lock().expect("log lock").clone()
     }
 
     pub fn calls_of(&self, operation: &str) -> Vec<Logged> {
@@ -171,32 +236,27 @@ impl FakeCloud {
             .join(",")
     }
 
-    async fn enter(&self, operation: &str, detail: String) -> CloudResult<Call> {
-        let latency = *self.latency.lock().expect("latency lock");
+    pub(super) async fn enter(&self, operation: &str, detail: String) -> CloudResult<Call> {
+        let latency = *self.world.latency.lock().expect("latency lock");
         if let Some(l) = latency {
             tokio::time::sleep(l).await;
         }
         let result = {
-            let mut f = self.faults.lock().expect("faults lock");
+            let mut f = self.world.faults.lock().expect("faults lock");
             f.calls += 1;
             let n = f.calls;
             if f.crash_after.is_some_and(|k| n > k) {
-                Err(fault(operation, AwsErrorKind::Other, "FakeCrash", "the process stopped here"))
+                Err(fault(operation, ErrorKind::Other, "FakeCrash", "the process stopped here"))
             } else if f.denied.iter().any(|d| d == operation) {
                 Err(fault(
                     operation,
-                    AwsErrorKind::AccessDenied,
+                    ErrorKind::AccessDenied,
                     "UnauthorizedOperation",
                     "You are not authorized to perform this operation.",
                 ))
             } else if let Some(t) = f.throttle.get_mut(operation).filter(|t| **t > 0) {
                 *t -= 1;
-                Err(fault(
-                    operation,
-                    AwsErrorKind::Throttled,
-                    "RequestLimitExceeded",
-                    "Request limit exceeded.",
-                ))
+                Err(fault(operation, ErrorKind::Throttled, "RequestLimitExceeded", "Request limit exceeded."))
             } else if let Some(rule) = f.fail.iter_mut().find(|(op, m, left)| {
                 op == operation
                     && m.as_ref().is_none_or(|m| detail.contains(m.as_str()))
@@ -205,12 +265,12 @@ impl FakeCloud {
                 if let Some(l) = rule.2.as_mut() {
                     *l -= 1;
                 }
-                Err(fault(operation, AwsErrorKind::Other, "InternalError", "injected failure"))
+                Err(fault(operation, ErrorKind::Other, "InternalError", "injected failure"))
             } else {
                 Ok(Call::new(operation, Some(&format!("fake-{operation}-{n}"))))
             }
         };
-        self.log.lock().expect("log lock").push(Logged {
+        self.world.log.lock().expect("log lock").push(Logged {
             operation: operation.into(),
             detail,
             failed: result.is_err(),
@@ -218,8 +278,8 @@ impl FakeCloud {
         result
     }
 
-    fn not_found(operation: &str, what: &str) -> AwsError {
-        fault(operation, AwsErrorKind::NotFound, "InvalidID.NotFound", &format!("{what} does not exist"))
+    pub(super) fn not_found(operation: &str, what: &str) -> CloudError {
+        fault(operation, ErrorKind::NotFound, "InvalidID.NotFound", &format!("{what} does not exist"))
     }
 
     /// Seeds a contained-service scenario like the acceptance test: an instance with two
@@ -289,6 +349,15 @@ impl FakeCloud {
                     termination_protection: false,
                     shutdown_behavior: "terminate".into(),
                 },
+                details: InstanceDetails {
+                    instance_type: Some("m5.large".into()),
+                    launch_time: Some("2026-11-30T08:00:00Z".into()),
+                    availability_zone: Some("eu-west-1a".into()),
+                    instance_profile_arn: Some("arn:aws:iam::111122223333:instance-profile/web".into()),
+                    ..InstanceDetails::default()
+                },
+                user_data: None,
+                console: None,
             },
         );
         let profile = "arn:aws:iam::111122223333:instance-profile/web".to_owned();
@@ -349,6 +418,12 @@ impl FakeCloud {
                 }],
                 tags: [("fleet".to_owned(), "yes".to_owned())].into(),
                 attributes: Attributes { termination_protection: false, shutdown_behavior: "stop".into() },
+                details: InstanceDetails {
+                    instance_type: Some("t3.micro".into()),
+                    ..InstanceDetails::default()
+                },
+                user_data: None,
+                console: None,
             },
         );
         id
@@ -378,14 +453,7 @@ impl Ec2 for FakeCloud {
     async fn describe_instance(&self, id: &InstanceId) -> CloudResult<Option<Instance>> {
         self.enter("DescribeInstances", id.to_string()).await?;
         let s = self.state.lock().expect("state lock");
-        Ok(s.instances.get(id).map(|i| Instance {
-            id: id.clone(),
-            state: i.state.clone(),
-            vpc: Some(i.vpc.clone()),
-            enis: i.enis.iter().map(|e| s.enis[e].clone()).collect(),
-            volumes: i.volumes.clone(),
-            tags: i.tags.clone(),
-        }))
+        Ok(s.instances.get(id).map(|i| s.instance(id, i)))
     }
 
     async fn find_instances(&self, tag_filters: &[(String, String)]) -> CloudResult<Vec<InstanceId>> {
@@ -440,7 +508,7 @@ impl Ec2 for FakeCloud {
         if s.groups.values().any(|g| g.group.vpc == new.vpc && g.group.name == new.name) {
             return Err(fault(
                 "CreateSecurityGroup",
-                AwsErrorKind::Other,
+                ErrorKind::Other,
                 "InvalidGroup.Duplicate",
                 "group name exists in VPC",
             ));
@@ -471,7 +539,7 @@ impl Ec2 for FakeCloud {
         if rules.iter().any(|r| g.group.rules.contains(r)) {
             return Err(fault(
                 "AuthorizeSecurityGroup",
-                AwsErrorKind::Other,
+                ErrorKind::Other,
                 "InvalidPermission.Duplicate",
                 "rule exists",
             ));
@@ -488,7 +556,7 @@ impl Ec2 for FakeCloud {
         if rules.iter().any(|r| !g.group.rules.contains(r)) {
             return Err(fault(
                 "RevokeSecurityGroup",
-                AwsErrorKind::NotFound,
+                ErrorKind::NotFound,
                 "InvalidPermission.NotFound",
                 "no such rule",
             ));
@@ -592,6 +660,64 @@ impl Ec2 for FakeCloud {
         });
         Ok(call)
     }
+
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
+        self.enter("DescribeInstances", format!("{ids:?}")).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(ids.iter().filter_map(|id| s.instances.get(id).map(|i| s.instance(id, i))).collect())
+    }
+
+    async fn capture_instance(&self, id: &InstanceId) -> CloudResult<Raw> {
+        self.capture_instance_raw(id).await
+    }
+
+    async fn capture_attribute(
+        &self,
+        id: &InstanceId,
+        attribute: &str,
+    ) -> CloudResult<Captured<Option<String>>> {
+        self.capture_attribute_raw(id, attribute).await
+    }
+
+    async fn capture_network_interfaces(&self, ids: &[NetworkInterfaceId]) -> CloudResult<Raw> {
+        self.capture_list_raw("DescribeNetworkInterfaces", serde_json::json!({ "NetworkInterfaceIds": ids }))
+            .await
+    }
+
+    async fn capture_security_groups(&self, ids: &[SecurityGroupId]) -> CloudResult<Raw> {
+        self.capture_list_raw("DescribeSecurityGroups", serde_json::json!({ "GroupIds": ids })).await
+    }
+
+    async fn capture_profile_associations(&self, id: &InstanceId) -> CloudResult<Raw> {
+        self.capture_list_raw(
+            "DescribeIamInstanceProfileAssociations",
+            serde_json::json!({ "InstanceId": id }),
+        )
+        .await
+    }
+
+    async fn console_output(&self, id: &InstanceId, _latest: bool) -> CloudResult<Captured<Option<String>>> {
+        self.console_raw(id, false).await
+    }
+
+    async fn console_screenshot(&self, id: &InstanceId) -> CloudResult<Captured<Option<String>>> {
+        self.console_raw(id, true).await
+    }
+
+    async fn instance_storage(&self, instance_type: &str) -> CloudResult<Option<InstanceStorage>> {
+        self.enter("DescribeInstanceTypes", instance_type.into()).await?;
+        // The m5d family has local NVMe disks; the rest of what the fake seeds has none.
+        Ok(instance_type.starts_with("m5d.").then_some(InstanceStorage { disks: 1, total_gib: 75 }))
+    }
+
+    async fn enabled_regions(&self) -> CloudResult<Vec<Region>> {
+        self.enter("DescribeRegions", String::new()).await?;
+        let mut regions: Vec<Region> =
+            self.world.regions().into_iter().filter(|(a, _)| a == &self.account).map(|(_, r)| r).collect();
+        regions.sort();
+        regions.dedup();
+        Ok(regions)
+    }
 }
 
 #[async_trait]
@@ -641,6 +767,49 @@ impl Iam for FakeCloud {
             .remove(&(role.into(), policy.into()))
             .ok_or_else(|| Self::not_found("DeleteRolePolicy", policy))?;
         Ok(call)
+    }
+
+    async fn capture_profile(&self, profile_arn: &str) -> CloudResult<Captured<Vec<String>>> {
+        let roles = self.profile_roles(profile_arn).await?;
+        let raw = self
+            .capture_list_raw("GetInstanceProfile", serde_json::json!({"arn": profile_arn, "roles": roles}))
+            .await?;
+        Ok(Captured { value: roles, raw })
+    }
+
+    async fn capture_role(&self, role: &str) -> CloudResult<Raw> {
+        self.capture_list_raw("GetRole", serde_json::json!({ "RoleName": role })).await
+    }
+
+    async fn capture_attached_policies(&self, role: &str) -> CloudResult<Captured<Vec<String>>> {
+        let raw = self
+            .capture_list_raw("ListAttachedRolePolicies", serde_json::json!({ "RoleName": role }))
+            .await?;
+        Ok(Captured { value: vec![], raw })
+    }
+
+    async fn capture_inline_policy_names(&self, role: &str) -> CloudResult<Captured<Vec<String>>> {
+        let names: Vec<String> = {
+            let s = self.state.lock().expect("state lock");
+            s.role_policies.keys().filter(|(r, _)| r == role).map(|(_, p)| p.clone()).collect()
+        };
+        let raw = self
+            .capture_list_raw("ListRolePolicies", serde_json::json!({"RoleName": role, "PolicyNames": names}))
+            .await?;
+        Ok(Captured { value: names, raw })
+    }
+
+    async fn capture_inline_policy(&self, role: &str, policy: &str) -> CloudResult<Raw> {
+        let doc = self.role_policy(role, policy).await?;
+        self.capture_list_raw(
+            "GetRolePolicy",
+            serde_json::json!({"RoleName": role, "PolicyName": policy, "PolicyDocument": doc}),
+        )
+        .await
+    }
+
+    async fn capture_managed_policy(&self, policy_arn: &str) -> CloudResult<Vec<Raw>> {
+        Ok(vec![self.capture_list_raw("GetPolicy", serde_json::json!({ "PolicyArn": policy_arn })).await?])
     }
 }
 

@@ -3,57 +3,21 @@
 //! fails closed.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::aws::AwsError;
-use crate::aws::error::AwsErrorKind;
-use crate::ids::{CaseId, NetworkInterfaceId, SecurityGroupId, VpcId};
-use crate::isolate::cloud::{
+use crate::cloud::CloudError;
+use crate::cloud::{
     Call, Cloud, CloudResult, NewGroup, Purpose, Rule, TAG_CASE, TAG_PURPOSE, V4_ANY, V6_ANY,
 };
+use crate::cloud::{ErrorKind, retry};
+use crate::ids::{CaseId, NetworkInterfaceId, SecurityGroupId, VpcId};
 use crate::isolate::plan::{CaseGroups, group_fix};
 
-/// Our own attempts at a call the SDK already retried (5 attempts, ~20 s): a throttling
-/// burst during an incident is worth riding out a little longer. Backoff doubles from
-/// [`RETRY_BASE`]; 4 attempts add at most 0.2 + 0.4 + 0.8 = 1.4 s.
-pub const RETRY_ATTEMPTS: u32 = 4;
-pub const RETRY_BASE: Duration = Duration::from_millis(200);
 /// Attempts at step 2 of the swap (the isolation group) before failing closed. Each is
 /// itself retried as above.
 pub const SWAP_ATTEMPTS: u32 = 3;
-
-/// Retries throttling and transport failures with doubling backoff; anything else is
-/// returned at once.
-pub async fn retry<T, F, Fut>(f: F) -> CloudResult<T>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = CloudResult<T>>,
-{
-    let mut delay = RETRY_BASE;
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Err(e)
-                if attempt < RETRY_ATTEMPTS
-                    && matches!(e.kind, AwsErrorKind::Throttled | AwsErrorKind::Unreachable) =>
-            {
-                tracing::debug!(
-                    "{} {} attempt {attempt} failed ({e}); retrying in {delay:?}",
-                    e.service,
-                    e.operation
-                );
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
-}
 
 /// One group, created (or made to serve its purpose) by the first caller only.
 type GroupCell = Arc<OnceCell<SecurityGroupId>>;
@@ -89,7 +53,7 @@ impl GroupRegistry {
             .get_or_try_init(|| async {
                 let (id, made) = self.prepare(cloud, vpc, purpose).await?;
                 calls.lock().expect("calls lock").extend(made);
-                Ok::<_, AwsError>(id)
+                Ok::<_, CloudError>(id)
             })
             .await?
             .clone();
@@ -149,7 +113,7 @@ impl GroupRegistry {
             let id = &id;
             async move {
                 match retry(|| cloud.revoke(id, std::slice::from_ref(r))).await {
-                    Err(e) if e.is(AwsErrorKind::NotFound) => Ok(vec![]),
+                    Err(e) if e.is(ErrorKind::NotFound) => Ok(vec![]),
                     other => other,
                 }
             }

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::capture::{Observed, PriorState};
+use crate::cloud::{Group, Purpose, Rule, TAG_CASE, Target, V4_ANY, V6_ANY};
 use crate::ids::{CaseId, NetworkInterfaceId, SecurityGroupId, VpcId};
-use crate::isolate::cloud::{Group, Purpose, Rule, TAG_CASE, TAG_CONTAINED, Target, V4_ANY, V6_ANY};
+use crate::isolate::observe::{Observed, PriorState};
+use crate::protect::ProtectPlan;
 
 /// The name of the inline deny put on the instance role.
 pub fn deny_policy_name(case: &CaseId) -> String {
@@ -115,11 +116,8 @@ pub struct Swap {
 /// Everything that must change for one instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
-    pub termination_protection: bool,
-    pub shutdown_stop: bool,
-    /// Devices whose DeleteOnTermination must become false.
-    pub keep_volumes: Vec<String>,
-    pub tags: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub protect: ProtectPlan,
     pub detach_asg: Option<String>,
     pub deregister: Vec<Target>,
     pub classic: Vec<String>,
@@ -150,23 +148,8 @@ pub fn decide(
     groups: &CaseGroups,
     roles_denied: &BTreeSet<String>,
 ) -> Plan {
-    let mut plan = Plan {
-        termination_protection: !obs.attributes.termination_protection,
-        shutdown_stop: obs.attributes.shutdown_behavior != "stop",
-        keep_volumes: obs
-            .instance
-            .volumes
-            .iter()
-            .filter(|v| v.delete_on_termination)
-            .map(|v| v.device.clone())
-            .collect(),
-        ..Plan::default()
-    };
-    for (k, v) in [(TAG_CASE, case.as_str()), (TAG_CONTAINED, "true")] {
-        if obs.instance.tags.get(k).map(String::as_str) != Some(v) {
-            plan.tags.insert(k.to_owned(), v.to_owned());
-        }
-    }
+    let mut plan =
+        Plan { protect: ProtectPlan::decide(case, &obs.instance, &obs.attributes), ..Plan::default() };
     plan.detach_asg = obs.asg.as_ref().map(|g| g.name.clone());
     plan.deregister = obs.targets.clone();
     plan.classic = obs.classic.clone();
@@ -275,24 +258,7 @@ pub fn api_calls(
             }
         }
     }
-    if plan.termination_protection {
-        calls.push(format!("ec2:ModifyInstanceAttribute InstanceId={instance} DisableApiTermination=true"));
-    }
-    if plan.shutdown_stop {
-        calls.push(format!(
-            "ec2:ModifyInstanceAttribute InstanceId={instance} InstanceInitiatedShutdownBehavior=stop"
-        ));
-    }
-    if !plan.keep_volumes.is_empty() {
-        calls.push(format!(
-            "ec2:ModifyInstanceAttribute InstanceId={instance} BlockDeviceMappings DeleteOnTermination=false: {}",
-            plan.keep_volumes.join(", ")
-        ));
-    }
-    if !plan.tags.is_empty() {
-        let tags: Vec<String> = plan.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        calls.push(format!("ec2:CreateTags {instance} {}", tags.join(" ")));
-    }
+    calls.extend(plan.protect.api_calls(instance));
     if let Some(asg) = &plan.detach_asg {
         calls.push(format!(
             "autoscaling:DetachInstances {asg} {instance} ShouldDecrementDesiredCapacity=false"
@@ -339,8 +305,8 @@ pub fn api_calls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::Observed;
-    use crate::isolate::cloud::{Attributes, Eni, Instance, ProfileAssociation, VolumeAttachment};
+    use crate::cloud::{Attributes, Eni, Instance, ProfileAssociation, TAG_CONTAINED, VolumeAttachment};
+    use crate::isolate::observe::Observed;
 
     fn case() -> CaseId {
         "IR-1".parse().unwrap()
@@ -381,6 +347,7 @@ mod tests {
                     },
                 ],
                 tags: Default::default(),
+                details: Default::default(),
             },
             attributes: Attributes { termination_protection: false, shutdown_behavior: "terminate".into() },
             profile: Some(ProfileAssociation {
@@ -411,8 +378,8 @@ mod tests {
         let obs = observed(&["sg-0000000d"]);
         let prior = obs.prior_state(&"111122223333".parse().unwrap(), &"eu-west-1".parse().unwrap(), "t");
         let plan = decide(&case(), &obs, &prior, &CaseGroups::default(), &BTreeSet::new());
-        assert!(plan.termination_protection && plan.shutdown_stop);
-        assert_eq!(plan.keep_volumes, vec!["/dev/xvda"]);
+        assert!(plan.protect.termination_protection && plan.protect.shutdown_stop);
+        assert_eq!(plan.protect.keep_volumes, vec!["/dev/xvda"]);
         assert_eq!(plan.swaps.len(), 2);
         assert!(plan.swaps.iter().all(|s| s.via_allow_all));
         assert_eq!(plan.disassociate.as_deref(), Some("iip-assoc-1"));

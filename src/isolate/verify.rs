@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::capture::{Observed, PriorState};
+use crate::cloud::{AsgGroup, Purpose, TAG_CASE};
 use crate::ids::CaseId;
-use crate::isolate::cloud::{AsgGroup, Purpose, TAG_CASE};
+use crate::isolate::observe::{Observed, PriorState};
 use crate::isolate::plan::CaseGroups;
 
 /// One control and whether it is in force.

@@ -18,18 +18,19 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::aws::AwsError;
-use crate::aws::error::AwsErrorKind;
-use crate::capture::{
-    LbIndex, ObserveError, Observed, PriorState, instance_arn, lb_index, observe, observe_details,
-    observe_instance, prior_state_item,
-};
+use crate::cloud::CloudError;
+use crate::cloud::ErrorKind;
+use crate::cloud::retry;
+use crate::cloud::{Call, Cloud, DryRun, Purpose};
 use crate::ids::{AccountId, CaseId, InstanceId, Region, SecurityGroupId, VpcId};
-use crate::isolate::cloud::{Call, Cloud, DryRun, Purpose};
-use crate::isolate::custody::{Action, CustodySink, Event, EvidenceRef, Item};
-use crate::isolate::network::{GroupRegistry, SwapResult, retry, step1, step2};
+use crate::isolate::network::{GroupRegistry, SwapResult, step1, step2};
+use crate::isolate::observe::{
+    LbIndex, ObserveError, Observed, PriorState, instance_arn, lb_index, observe, observe_details,
+    observe_instance, prior_state_item, prior_state_new_item,
+};
 use crate::isolate::plan::{CaseGroups, Plan, api_calls, decide, deny_policy, deny_policy_name};
 use crate::isolate::verify::{Check, all_ok, containment_checks};
+use crate::pipeline::custody::{Action, CustodySink, Event, EvidenceRef};
 use crate::progress::Reporter;
 
 /// One account and region the fleet touches, with what is read once for all its
@@ -56,7 +57,7 @@ impl Scope {
         })
     }
 
-    async fn lb(&self) -> Result<&LbIndex, AwsError> {
+    async fn lb(&self) -> Result<&LbIndex, CloudError> {
         self.lb.get_or_try_init(|| lb_index(self.cloud.as_ref(), None, true)).await
     }
 
@@ -155,12 +156,12 @@ enum Prep {
     Failed(String),
 }
 
-fn classify(account: &AccountId, role: &str, e: AwsError) -> Prep {
+fn classify(account: &AccountId, role: &str, e: CloudError) -> Prep {
     match e.kind {
-        AwsErrorKind::Credentials => Prep::Refused(format!(
+        ErrorKind::Credentials => Prep::Refused(format!(
             "cannot act in account {account}: {e}\nfix: check that role {role} exists there and trusts the caller"
         )),
-        AwsErrorKind::AccessDenied => Prep::Refused(format!("not permitted in account {account}: {e}")),
+        ErrorKind::AccessDenied => Prep::Refused(format!("not permitted in account {account}: {e}")),
         _ => Prep::Failed(e.to_string()),
     }
 }
@@ -369,7 +370,7 @@ async fn prepare(
         for (c, r) in checks.iter().zip(dry) {
             if let Err(e) = r {
                 return Err(match e.kind {
-                    AwsErrorKind::AccessDenied => Prep::Refused(format!(
+                    ErrorKind::AccessDenied => Prep::Refused(format!(
                         "DryRun permission check of {} refused: {e}\nfix: grant {} to the role used in account {account}",
                         c.operation(),
                         c.operation()
@@ -406,7 +407,7 @@ async fn roles_denied(
     cloud: &dyn Cloud,
     case: &CaseId,
     roles: &[String],
-) -> Result<BTreeSet<String>, AwsError> {
+) -> Result<BTreeSet<String>, CloudError> {
     let name = deny_policy_name(case);
     let found = futures::future::join_all(roles.iter().map(|r| retry(|| cloud.role_policy(r, &name)))).await;
     let mut denied = BTreeSet::new();
@@ -426,14 +427,7 @@ fn ids(calls: &[Call]) -> Vec<String> {
 /// previous run stored it or nothing is to change.
 async fn store_prior(settings: &Settings, p: &mut Prepared, custody: &dyn CustodySink) -> Result<(), String> {
     if p.stored.is_none() {
-        let item = Item {
-            id: prior_state_item(&p.scope.account, &p.id),
-            account: p.scope.account.clone(),
-            subject: p.id.to_string(),
-            name: "containment-prior-state.json".into(),
-            source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
-            method: "cleanroom isolate: captured before any change, for release".into(),
-        };
+        let item = prior_state_new_item(&p.scope.account, &p.id);
         let value = serde_json::to_value(&p.prior).expect("prior state serialises");
         // Storing the item records its own EvidenceStored custody event.
         let r = custody.store_json(item, &value).await.map_err(|e| e.to_string())?;
@@ -527,7 +521,7 @@ async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> 
     // Protect, service and credentials beside the two-step swap.
     let changes = async {
         futures::join!(
-            crate::protect::protect(cloud, &id, &plan),
+            crate::protect::apply(cloud, &id, &plan.protect),
             detach_service(cloud, &id, &plan),
             revoke_credentials(cloud, &settings.case, &settings.now, &id, &plan, &denied)
         )
@@ -560,8 +554,8 @@ async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> 
             &protect_calls,
             &protect_errors,
             serde_json::json!({
-            "termination_protection": plan.termination_protection, "shutdown_behavior_stop": plan.shutdown_stop,
-            "delete_on_termination_false": plan.keep_volumes, "tags": plan.tags }),
+            "termination_protection": plan.protect.termination_protection, "shutdown_behavior_stop": plan.protect.shutdown_stop,
+            "delete_on_termination_false": plan.protect.keep_volumes, "tags": plan.protect.tags }),
         ),
         (
             Action::ServiceDetached,
@@ -839,7 +833,7 @@ async fn shared_role_users(
     cloud: &dyn Cloud,
     id: &InstanceId,
     roles: &[String],
-) -> Result<Vec<InstanceId>, AwsError> {
+) -> Result<Vec<InstanceId>, CloudError> {
     if roles.is_empty() {
         return Ok(vec![]);
     }

@@ -68,6 +68,51 @@ pub async fn role(
     Ok(RoleArn::in_account(account, &role_name.parse().map_err(fail("role name"))?))
 }
 
+/// The alias of the hand-off key the member stack creates.
+pub const HANDOFF_ALIAS: &str = "alias/cleanroom-handoff";
+
+/// The member account's hand-off key (as `cloudformation/member-account.yaml` creates
+/// it): customer-managed, its policy letting the forensics account use it to copy
+/// snapshots shared under it. Returns its ARN.
+pub async fn handoff_key(
+    lab: &Lab,
+    account: &AccountId,
+    region: &Region,
+    forensics: &AccountId,
+) -> Result<String, SeedError> {
+    let kms = lab.clients(account, region).kms;
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+             "Action": "kms:*", "Resource": "*"},
+            {"Sid": "ForensicsAccountCopiesSharedSnapshots", "Effect": "Allow",
+             "Principal": {"AWS": format!("arn:aws:iam::{forensics}:root")},
+             "Action": ["kms:DescribeKey", "kms:CreateGrant", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKeyWithoutPlaintext"],
+             "Resource": "*"}
+        ]
+    });
+    let key = kms
+        .create_key()
+        .description("cleanroom hand-off key (lab)")
+        .policy(policy.to_string())
+        .send()
+        .await
+        .map_err(fail("create hand-off key"))?;
+    let arn = key
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .ok_or_else(|| fail("hand-off key arn")("missing"))?
+        .to_owned();
+    kms.create_alias()
+        .alias_name(HANDOFF_ALIAS)
+        .target_key_id(&arn)
+        .send()
+        .await
+        .map_err(fail("hand-off key alias"))?;
+    Ok(arn)
+}
+
 /// Seeds a complete, correct forensics account and returns the configuration that
 /// describes it (the examiner is the lab's drill examiner).
 pub async fn forensics_account(
@@ -221,6 +266,7 @@ pub async fn forensics_account(
         member: Member {
             role_name: MEMBER_ROLE.parse::<RoleName>().map_err(fail("role"))?,
             default_region: None,
+            handoff_key: HANDOFF_ALIAS.into(),
         },
         analysis: Analysis {
             subnet_id: subnet_id.parse().map_err(fail("subnet"))?,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acquire;
 mod cli;
 mod containment;
 mod drill;

@@ -5,11 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cleanroom::cloud::{Cloud, Purpose};
 use cleanroom::fake::cloud::FakeCloud;
+use cleanroom::fake::custody::MemoryCustody;
 use cleanroom::ids::{CaseId, InstanceId};
-use cleanroom::isolate::cloud::{Cloud, Purpose};
-use cleanroom::isolate::custody::{Action, MemoryCustody};
 use cleanroom::isolate::workflow::{Outcome, Scope, Settings, Status, isolate};
+use cleanroom::pipeline::custody::Action;
 use cleanroom::progress::Silent;
 
 const ACCOUNT: &str = "111122223333";
@@ -406,21 +407,21 @@ async fn release_restores_the_prior_state_exactly() {
 struct DiesAfterPlanning(Arc<MemoryCustody>);
 
 #[async_trait::async_trait]
-impl cleanroom::isolate::custody::CustodySink for DiesAfterPlanning {
+impl cleanroom::pipeline::custody::CustodySink for DiesAfterPlanning {
     async fn record(
         &self,
-        event: cleanroom::isolate::custody::Event,
-    ) -> Result<(), cleanroom::isolate::custody::CustodyError> {
+        event: cleanroom::pipeline::custody::Event,
+    ) -> Result<(), cleanroom::pipeline::custody::CustodyError> {
         if event.action == Action::ContainmentPlanned {
             return self.0.record(event).await;
         }
-        Err(cleanroom::isolate::custody::CustodyError("process killed".into()))
+        Err(cleanroom::pipeline::custody::CustodyError("process killed".into()))
     }
     async fn store_json(
         &self,
-        item: cleanroom::isolate::custody::Item,
+        item: cleanroom::pipeline::custody::Item,
         value: &serde_json::Value,
-    ) -> Result<cleanroom::evidence::EvidenceRef, cleanroom::isolate::custody::CustodyError> {
+    ) -> Result<cleanroom::evidence::EvidenceRef, cleanroom::pipeline::custody::CustodyError> {
         self.0.store_json(item, value).await
     }
     async fn load_json(
@@ -428,9 +429,28 @@ impl cleanroom::isolate::custody::CustodySink for DiesAfterPlanning {
         id: &str,
     ) -> Result<
         Option<(cleanroom::evidence::EvidenceRef, serde_json::Value)>,
-        cleanroom::isolate::custody::CustodyError,
+        cleanroom::pipeline::custody::CustodyError,
     > {
         self.0.load_json(id).await
+    }
+    async fn store_bytes(
+        &self,
+        item: cleanroom::pipeline::custody::Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<cleanroom::evidence::EvidenceRef, cleanroom::pipeline::custody::CustodyError> {
+        self.0.store_bytes(item, bytes, content_type).await
+    }
+    async fn find(
+        &self,
+        id: &str,
+    ) -> Result<Option<cleanroom::evidence::EvidenceRef>, cleanroom::pipeline::custody::CustodyError> {
+        self.0.find(id).await
+    }
+    async fn seal(
+        &self,
+    ) -> Result<(cleanroom::evidence::EvidenceRef, usize), cleanroom::pipeline::custody::CustodyError> {
+        Err(cleanroom::pipeline::custody::CustodyError("process killed".into()))
     }
 }
 

@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::aws::AwsError;
-use crate::ids::{AccountId, InstanceId, Region};
-use crate::isolate::cloud::{
+use crate::cloud::CloudError;
+use crate::cloud::retry;
+use crate::cloud::{
     AsgGroup, Attributes, Cloud, CloudResult, Eni, Instance, ProfileAssociation, Target, VolumeAttachment,
 };
-use crate::isolate::network::retry;
+use crate::ids::{AccountId, InstanceId, Region};
 
 /// Version of the [`PriorState`] document.
 pub const PRIOR_STATE_SCHEMA: u32 = 1;
@@ -152,7 +152,7 @@ pub enum ObserveError {
     #[error("instance {id} is not in a VPC: EC2-Classic instances cannot be isolated with security groups")]
     NoVpc { id: InstanceId },
     #[error(transparent)]
-    Aws(#[from] AwsError),
+    Aws(#[from] CloudError),
 }
 
 /// Reads the instance, its attributes, profile, Auto Scaling group and load balancer
@@ -234,4 +234,64 @@ pub async fn observe(
         profile_roles,
         asg,
     })
+}
+
+/// The evidence item of an instance's prior state.
+pub fn prior_state_new_item(account: &AccountId, instance: &InstanceId) -> crate::pipeline::custody::Item {
+    crate::pipeline::custody::Item {
+        id: prior_state_item(account, instance),
+        account: account.clone(),
+        subject: instance.to_string(),
+        name: "containment-prior-state.json".into(),
+        source: "ec2:DescribeInstances, DescribeInstanceAttribute, DescribeIamInstanceProfileAssociations; iam:GetInstanceProfile; autoscaling:DescribeAutoScalingInstances, DescribeAutoScalingGroups; elbv2:DescribeTargetGroups, DescribeTargetHealth; elb:DescribeLoadBalancers".into(),
+        method: "cleanroom: captured before any change, for release".into(),
+        derived_from: vec![],
+    }
+}
+
+/// Observes everything containment will change (every target group and classic load
+/// balancer of the account and region included) and stores it as the prior state,
+/// unless it is stored already. Called before the first change of acquire.
+pub async fn store_prior_state(
+    cloud: &dyn Cloud,
+    custody: &dyn crate::pipeline::custody::CustodySink,
+    account: &AccountId,
+    region: &Region,
+    id: &InstanceId,
+    now: &str,
+) -> Result<crate::pipeline::custody::EvidenceRef, PriorStateError> {
+    let item = prior_state_new_item(account, id);
+    if let Some(r) = custody.find(&item.id).await? {
+        return Ok(r);
+    }
+    let (first, lb) =
+        futures::join!(observe_instance(cloud, account, region, id), lb_index(cloud, None, true));
+    let (instance, attributes, profile, asg) = first?;
+    let (profile_roles, asg) = observe_details(cloud, profile.as_ref(), asg.as_deref()).await?;
+    let lb = lb?;
+    let obs = Observed {
+        targets: lb.targets_of(id),
+        classic: lb.classic_of(id),
+        instance,
+        attributes,
+        profile,
+        profile_roles,
+        asg,
+    };
+    let prior = obs.prior_state(account, region, now);
+    Ok(custody.store_json(item, &serde_json::to_value(&prior).expect("prior state serialises")).await?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PriorStateError {
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Custody(#[from] crate::pipeline::custody::CustodyError),
+}
+
+impl From<CloudError> for PriorStateError {
+    fn from(e: CloudError) -> Self {
+        PriorStateError::Observe(ObserveError::Aws(e))
+    }
 }

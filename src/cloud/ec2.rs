@@ -1,33 +1,12 @@
-//! The narrow interfaces containment needs from the cloud, in domain types.
-//!
-//! Four traits, one per service family, so an adapter or a fake can be read service by
-//! service: [`Ec2`], [`Iam`], [`AutoScaling`], [`LoadBalancing`]. [`Cloud`] is all four
-//! for one account and region. The AWS adapters (`src/aws/{ec2,iam,autoscaling,elb}.rs`)
-//! implement them on [`crate::aws::AccountClients`]; `crate::fake::cloud::FakeCloud` implements them
-//! in memory with fault injection. No SDK type crosses these traits.
+//! EC2: instances, their network and attributes, security groups, console output.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::AwsError;
-use crate::aws::error::AwsErrorKind;
-use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId, VolumeId, VpcId};
-
-/// A change the cloud accepted: which operation, and the request id that ties it to
-/// CloudTrail (recorded in custody).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Call {
-    pub operation: String,
-    pub request_id: Option<String>,
-}
-
-impl Call {
-    pub fn new(operation: &str, request_id: Option<&str>) -> Self {
-        Self { operation: operation.to_owned(), request_id: request_id.map(str::to_owned) }
-    }
-}
+use super::{Call, Captured, CloudResult, Raw};
+use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, Region, SecurityGroupId, VolumeId, VpcId};
 
 /// One network interface of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +37,26 @@ pub struct Instance {
     pub enis: Vec<Eni>,
     pub volumes: Vec<VolumeAttachment>,
     pub tags: BTreeMap<String, String>,
+    /// What the record of the case shows about the instance besides what containment uses.
+    #[serde(default)]
+    pub details: InstanceDetails,
+}
+
+/// Facts of DescribeInstances the report and later stages show.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceDetails {
+    pub instance_type: Option<String>,
+    pub image_id: Option<String>,
+    pub launch_time: Option<String>,
+    pub availability_zone: Option<String>,
+    pub key_name: Option<String>,
+    pub instance_profile_arn: Option<String>,
+    pub private_ips: Vec<String>,
+    pub public_ips: Vec<String>,
+    /// IMDS: `required` (IMDSv2 only) or `optional`.
+    pub imds_http_tokens: Option<String>,
+    pub imds_endpoint: Option<String>,
+    pub root_device_name: Option<String>,
 }
 
 impl Instance {
@@ -163,24 +162,6 @@ pub struct Group {
     pub rules: Vec<Rule>,
 }
 
-/// An Auto Scaling group and its capacity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AsgGroup {
-    pub name: String,
-    pub min: i32,
-    pub max: i32,
-    pub desired: i32,
-    pub instances: Vec<InstanceId>,
-}
-
-/// One registration of an instance in an ELBv2 target group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Target {
-    pub target_group_arn: String,
-    pub port: Option<i32>,
-    pub availability_zone: Option<String>,
-}
-
 /// A DryRun permission check of one mutating call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DryRun {
@@ -212,7 +193,34 @@ pub struct NewGroup {
     pub tags: BTreeMap<String, String>,
 }
 
-pub type CloudResult<T> = Result<T, AwsError>;
+/// The instance attributes capture reads one by one (DescribeInstanceAttribute takes
+/// one attribute a call). `userData` is often the only copy of the attacker's launch
+/// script: CloudTrail redacts it from RunInstances.
+pub const CAPTURED_ATTRIBUTES: &[&str] = &[
+    "instanceType",
+    "kernel",
+    "ramdisk",
+    "userData",
+    "disableApiTermination",
+    "disableApiStop",
+    "instanceInitiatedShutdownBehavior",
+    "rootDeviceName",
+    "blockDeviceMapping",
+    "productCodes",
+    "sourceDestCheck",
+    "groupSet",
+    "ebsOptimized",
+    "sriovNetSupport",
+    "enaSupport",
+    "enclaveOptions",
+];
+
+/// Instance-store volumes of an instance type (they cannot be snapshotted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStorage {
+    pub disks: i32,
+    pub total_gib: i64,
+}
 
 #[async_trait]
 pub trait Ec2: Send + Sync {
@@ -244,60 +252,28 @@ pub trait Ec2: Send + Sync {
     async fn create_tags(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> CloudResult<Call>;
     async fn disassociate_profile(&self, association_id: &str) -> CloudResult<Call>;
     async fn associate_profile(&self, id: &InstanceId, profile_arn: &str) -> CloudResult<Call>;
-}
 
-#[async_trait]
-pub trait Iam: Send + Sync {
-    /// Role names of an instance profile, by its ARN.
-    async fn profile_roles(&self, profile_arn: &str) -> CloudResult<Vec<String>>;
-    /// ARNs of the instance profiles that hold `role`.
-    async fn profiles_for_role(&self, role: &str) -> CloudResult<Vec<String>>;
-    async fn role_policy(&self, role: &str, policy: &str) -> CloudResult<Option<serde_json::Value>>;
-    async fn put_role_policy(
+    /// Many instances in one call (found ones only; unknown ids are left out).
+    async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>>;
+
+    // Capture: reads kept as evidence, each with the raw response.
+    async fn capture_instance(&self, id: &InstanceId) -> CloudResult<Raw>;
+    /// One attribute; the value as text (`userData`: base64 as the API gives it; `None`
+    /// when the instance has none).
+    async fn capture_attribute(
         &self,
-        role: &str,
-        policy: &str,
-        document: &serde_json::Value,
-    ) -> CloudResult<Call>;
-    async fn delete_role_policy(&self, role: &str, policy: &str) -> CloudResult<Call>;
-}
-
-#[async_trait]
-pub trait AutoScaling: Send + Sync {
-    /// The Auto Scaling group the instance belongs to, if any.
-    async fn group_of(&self, id: &InstanceId) -> CloudResult<Option<String>>;
-    async fn group(&self, name: &str) -> CloudResult<Option<AsgGroup>>;
-    /// Detach without lowering desired capacity: the group launches a replacement.
-    async fn detach(&self, group: &str, id: &InstanceId) -> CloudResult<Call>;
-    async fn attach(&self, group: &str, id: &InstanceId) -> CloudResult<Call>;
-}
-
-#[async_trait]
-pub trait LoadBalancing: Send + Sync {
-    /// Every ELBv2 target group of the account and region (paginated).
-    async fn target_groups(&self) -> CloudResult<Vec<String>>;
-    /// Every registration in one target group: (target id, registration).
-    async fn registrations(&self, target_group: &str) -> CloudResult<Vec<(String, Target)>>;
-    async fn deregister(&self, target: &Target, id: &InstanceId) -> CloudResult<Call>;
-    async fn register(&self, target: &Target, id: &InstanceId) -> CloudResult<Call>;
-    /// Every classic load balancer (paginated): (name, registered instance ids).
-    async fn classic_balancers(&self) -> CloudResult<Vec<(String, Vec<String>)>>;
-    async fn classic_deregister(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call>;
-    async fn classic_register(&self, balancer: &str, id: &InstanceId) -> CloudResult<Call>;
-}
-
-/// Everything containment uses in one account and region.
-pub trait Cloud: Ec2 + Iam + AutoScaling + LoadBalancing {}
-impl<T: Ec2 + Iam + AutoScaling + LoadBalancing> Cloud for T {}
-
-/// A missing response field, as a named error at the boundary (never an unwrap).
-pub fn missing(service: &'static str, operation: &'static str, field: &str) -> AwsError {
-    AwsError {
-        service,
-        operation,
-        kind: AwsErrorKind::Other,
-        code: None,
-        message: format!("response has no {field}"),
-        request_id: None,
-    }
+        id: &InstanceId,
+        attribute: &str,
+    ) -> CloudResult<Captured<Option<String>>>;
+    async fn capture_network_interfaces(&self, ids: &[NetworkInterfaceId]) -> CloudResult<Raw>;
+    async fn capture_security_groups(&self, ids: &[SecurityGroupId]) -> CloudResult<Raw>;
+    async fn capture_profile_associations(&self, id: &InstanceId) -> CloudResult<Raw>;
+    /// Console output, base64 as the API gives it (`None`: nothing yet).
+    async fn console_output(&self, id: &InstanceId, latest: bool) -> CloudResult<Captured<Option<String>>>;
+    /// A screenshot, base64 JPEG.
+    async fn console_screenshot(&self, id: &InstanceId) -> CloudResult<Captured<Option<String>>>;
+    /// Instance-store volumes of an instance type (`None`: the type has none).
+    async fn instance_storage(&self, instance_type: &str) -> CloudResult<Option<InstanceStorage>>;
+    /// Regions enabled for the account (opted in or not requiring opt-in).
+    async fn enabled_regions(&self) -> CloudResult<Vec<Region>>;
 }

@@ -1,0 +1,105 @@
+//! An in-memory case behind the custody seam, for stage tests with the fake cloud: it
+//! keeps items and events, and can take virtual time per store so tests count round
+//! trips.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::pipeline::custody::{Action, CustodyError, CustodySink, Event, EvidenceRef, Item};
+
+/// An in-memory case for tests with the fake cloud.
+#[derive(Default)]
+pub struct MemoryCustody {
+    pub events: Mutex<Vec<Event>>,
+    pub items: Mutex<BTreeMap<String, (EvidenceRef, serde_json::Value)>>,
+    /// Virtual time a store takes: (sequential S3 calls, latency of each).
+    store_latency: Option<(u32, std::time::Duration)>,
+}
+
+impl MemoryCustody {
+    /// Each store takes `calls` sequential round trips of `latency` (the evidence
+    /// store's item write: PUT, read-back GET, HEAD, custody record PUT = 4).
+    pub fn with_store_latency(calls: u32, latency: std::time::Duration) -> Self {
+        Self { store_latency: Some((calls, latency)), ..Self::default() }
+    }
+
+    pub fn actions(&self) -> Vec<Action> {
+        self.events.lock().expect("custody lock").iter().map(|e| e.action).collect()
+    }
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("custody lock").clone()
+    }
+}
+
+#[async_trait]
+impl CustodySink for MemoryCustody {
+    async fn record(&self, event: Event) -> Result<(), CustodyError> {
+        self.events.lock().expect("custody lock").push(event);
+        Ok(())
+    }
+
+    async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| CustodyError(e.to_string()))?;
+        self.store_bytes(item, bytes, "application/json").await
+    }
+
+    async fn store_bytes(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        _content_type: &'static str,
+    ) -> Result<EvidenceRef, CustodyError> {
+        use sha2::Digest;
+        if let Some((calls, latency)) = self.store_latency {
+            tokio::time::sleep(latency * calls).await;
+        }
+        let mut items = self.items.lock().expect("custody lock");
+        if let Some((r, _)) = items.get(&item.id) {
+            return Ok(r.clone());
+        }
+        let r = EvidenceRef {
+            id: item.id.clone(),
+            sha256: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
+            s3_key: format!("memory/{}", item.id),
+            version_id: None,
+        };
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        items.insert(item.id, (r.clone(), value));
+        self.events.lock().expect("custody lock").push(Event {
+            action: Action::EvidenceStored,
+            subject: item.subject,
+            evidence: vec![r.clone()],
+            aws_request_ids: vec![],
+            details: serde_json::json!({"name": item.name, "source": item.source, "method": item.method}),
+        });
+        Ok(r)
+    }
+
+    async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
+        Ok(self.items.lock().expect("custody lock").get(id).cloned())
+    }
+
+    async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError> {
+        let count = self.items.lock().expect("custody lock").len();
+        let r = EvidenceRef {
+            id: "manifest".into(),
+            sha256: "sha256:memory".into(),
+            s3_key: "memory/manifest".into(),
+            version_id: None,
+        };
+        self.events.lock().expect("custody lock").push(Event {
+            action: Action::ManifestSealed,
+            subject: "case".into(),
+            evidence: vec![r.clone()],
+            aws_request_ids: vec![],
+            details: serde_json::json!({"items": count}),
+        });
+        Ok((r, count))
+    }
+
+    async fn find(&self, id: &str) -> Result<Option<EvidenceRef>, CustodyError> {
+        Ok(self.items.lock().expect("custody lock").get(id).map(|(r, _)| r.clone()))
+    }
+}

@@ -1,0 +1,180 @@
+//! The seam between the stages and the evidence store: what a stage needs from a case
+//! (store an evidence item, read one back, append a custody record), as a small trait.
+//! `crate::evidence::Case` implements it ([`CaseCustody`]); [`ReadOnlyCase`] serves
+//! `--plan` from the real case without writing; tests use the fake's memory case.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::ids::AccountId;
+
+// The evidence log's own types: stages record in the same closed list.
+pub use crate::evidence::{Action, CustodyEvent as Event, EvidenceRef};
+
+/// A new evidence item (its id is stable across reruns: storing it again is a no-op).
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub id: String,
+    pub account: AccountId,
+    /// What it is about: the instance id (a path segment of its S3 key).
+    pub subject: String,
+    /// File name, e.g. `containment-prior-state.json`.
+    pub name: String,
+    pub source: String,
+    pub method: String,
+    /// Ids of the items it was derived from.
+    pub derived_from: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("evidence store: {0}")]
+pub struct CustodyError(pub String);
+
+#[async_trait]
+pub trait CustodySink: Send + Sync {
+    async fn record(&self, event: Event) -> Result<(), CustodyError>;
+    /// Stores the item and records its EvidenceStored custody event (as the evidence
+    /// store's case does); storing an id already stored returns it and writes nothing.
+    async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError>;
+    /// The same for bytes held in memory (a decoded UserData, a screenshot).
+    async fn store_bytes(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<EvidenceRef, CustodyError>;
+    /// The item stored under `id`, if any (the prior state read back by reruns and release).
+    async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError>;
+    /// The stored item with this id, if any, without reading its bytes.
+    async fn find(&self, id: &str) -> Result<Option<EvidenceRef>, CustodyError>;
+    /// Writes the manifest of every item and records it; returns the manifest's ref and
+    /// the number of items.
+    async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError>;
+}
+
+/// The evidence store's case behind the seam.
+pub struct CaseCustody(pub crate::evidence::Case);
+
+fn fail(e: impl std::fmt::Display) -> CustodyError {
+    CustodyError(e.to_string())
+}
+
+fn new_item(item: Item) -> crate::evidence::NewItem {
+    crate::evidence::NewItem {
+        id: item.id,
+        account: item.account,
+        subject: item.subject,
+        name: item.name,
+        source: item.source,
+        method: item.method,
+        derived_from: item.derived_from,
+    }
+}
+
+#[async_trait]
+impl CustodySink for CaseCustody {
+    async fn record(&self, event: Event) -> Result<(), CustodyError> {
+        self.0.record(event).await.map(|_| ()).map_err(fail)
+    }
+
+    async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
+        self.0.store_json(new_item(item), value).await.map_err(fail)
+    }
+
+    async fn store_bytes(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<EvidenceRef, CustodyError> {
+        self.0.store_bytes(new_item(item), bytes, content_type).await.map_err(fail)
+    }
+
+    async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
+        // The chain was read when the case was opened: look the item up in memory
+        // rather than re-reading the chain tail once per instance of a fleet.
+        let Some(item) = self.0.items().await.into_iter().find(|i| i.id == id) else {
+            return Ok(None);
+        };
+        let r = item.evidence_ref();
+        let bytes = self.0.read_item(&item).await.map_err(fail)?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;
+        Ok(Some((r, value)))
+    }
+
+    async fn find(&self, id: &str) -> Result<Option<EvidenceRef>, CustodyError> {
+        Ok(self.0.items().await.into_iter().find(|i| i.id == id).map(|i| i.evidence_ref()))
+    }
+
+    async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError> {
+        self.0.seal().await.map(|(m, r)| (r, m.items.len())).map_err(fail)
+    }
+}
+
+/// A case as it is stored, for `--plan`: reads answer from the real case (or nothing,
+/// when it does not exist yet); writes are refused, so a plan cannot change the case.
+pub struct ReadOnlyCase {
+    loaded: Option<crate::verify::LoadedCase>,
+    store: std::sync::Arc<dyn crate::evidence::ObjectStore>,
+}
+
+impl ReadOnlyCase {
+    pub async fn open(
+        store: std::sync::Arc<dyn crate::evidence::ObjectStore>,
+        case: &crate::ids::CaseId,
+    ) -> Result<Self, CustodyError> {
+        let exists =
+            store.head(&crate::evidence::case::case_key(case.as_str()), None).await.map_err(fail)?.is_some();
+        let loaded = if exists {
+            Some(crate::verify::load_case(store.as_ref(), case).await.map_err(fail)?)
+        } else {
+            None
+        };
+        Ok(Self { loaded, store })
+    }
+
+    fn refuse(&self) -> CustodyError {
+        CustodyError("this is a plan: the case is read only and nothing is written".into())
+    }
+}
+
+#[async_trait]
+impl CustodySink for ReadOnlyCase {
+    async fn record(&self, _: Event) -> Result<(), CustodyError> {
+        Err(self.refuse())
+    }
+
+    async fn store_json(&self, _: Item, _: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
+        Err(self.refuse())
+    }
+
+    async fn store_bytes(&self, _: Item, _: Vec<u8>, _: &'static str) -> Result<EvidenceRef, CustodyError> {
+        Err(self.refuse())
+    }
+
+    async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
+        let Some(item) = self.loaded.as_ref().and_then(|l| l.items().get(id).cloned()) else {
+            return Ok(None);
+        };
+        let bytes = crate::evidence::store::get_all(
+            self.store.as_ref(),
+            &item.s3_key,
+            item.version_id.as_deref(),
+            crate::evidence::case::SMALL_OBJECT_LIMIT,
+        )
+        .await
+        .map_err(fail)?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| CustodyError(format!("item {id} is not JSON: {e}")))?;
+        Ok(Some((item.evidence_ref(), value)))
+    }
+
+    async fn find(&self, id: &str) -> Result<Option<EvidenceRef>, CustodyError> {
+        Ok(self.loaded.as_ref().and_then(|l| l.items().get(id).map(|i| i.evidence_ref())))
+    }
+
+    async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError> {
+        Err(self.refuse())
+    }
+}

@@ -83,7 +83,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         .map_err(|e| Error::failed(format!("cannot write {}: {e}", config_path.display())))?;
     let suspect = match args.scenario {
         Scenario::Cryptomining => {
-            scenario::cryptomining(&lab, &member, &region, &out).await.map_err(Error::failed)?
+            scenario::cryptomining(&lab, &member, &region, &forensics, &out).await.map_err(Error::failed)?
         }
     };
     ctx.reporter.done(

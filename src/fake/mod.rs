@@ -3,4 +3,5 @@
 //! Tests use them beside the lab; neither replaces the other.
 
 pub mod cloud;
+pub mod signer;
 pub mod store;

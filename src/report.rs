@@ -606,5 +606,116 @@ mod tests {
     #[test]
     fn html_escapes_everything_it_is_given() {
         assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
+        assert_eq!(esc("a\u{1b}[2J\u{202e}b"), "a\\u{1b}[2J\\u{202e}b");
+    }
+
+    #[test]
+    fn markdown_values_cannot_open_code_links_emphasis_html_or_cells() {
+        assert_eq!(md("`rm -rf ~`"), "\\`rm -rf \\~\\`");
+        assert_eq!(md("<img src=x>"), "&lt;img src=x&gt;");
+        assert_eq!(
+            md("[a](http://x) *b* _c_ |d| ~e~ #f \\g"),
+            "\\[a\\](http://x) \\*b\\* \\_c\\_ \\|d\\| \\~e\\~ \\#f \\\\g"
+        );
+        assert_eq!(md("- item"), "\\- item");
+        assert_eq!(md("12. x"), "12\\. x");
+        assert_eq!(md("2026-01-02T03:04:05.000Z"), "2026-01-02T03:04:05.000Z", "dates stay readable");
+        assert_eq!(md("line\nbreak\u{202e}"), "line\\\\nbreak\\\\u{202e}");
+        assert_eq!(md_code("sha256:ab12"), "`sha256:ab12`");
+        assert_eq!(md_code("x`y"), "x\\`y");
+    }
+
+    #[test]
+    fn shell_quoting_keeps_any_value_one_inert_word() {
+        assert_eq!(sh("plain"), "'plain'");
+        assert_eq!(sh("it's $(reboot)"), "'it'\\''s $(reboot)'");
+    }
+
+    fn data(item_key: &str, version: &str, bucket: &str) -> ReportData {
+        let sha = format!("sha256:{}", "ab".repeat(32));
+        let item = ManifestItem {
+            id: "x".into(),
+            account: "111122223333".into(),
+            subject: "i-0abc".into(),
+            name: "x.json".into(),
+            source: "s".into(),
+            method: "m".into(),
+            derived_from: vec![],
+            acquired_at: "t".into(),
+            size: 1,
+            sha256: sha.clone(),
+            sha1: "sha1:00".into(),
+            md5: "md5:00".into(),
+            s3_key: item_key.into(),
+            version_id: Some(version.into()),
+            s3_checksum_sha256: "AA==".into(),
+            part_size: None,
+            lock_mode: None,
+            retain_until: None,
+            legal_hold: false,
+        };
+        ReportData {
+            schema: "cleanroom.report/1",
+            case: "IR-1".into(),
+            bucket: bucket.into(),
+            generated_at: "t".into(),
+            opened_at: "t".into(),
+            opened_by: "Ada".into(),
+            principal: "p".into(),
+            tool: "cleanroom".into(),
+            binary_sha256: sha.clone(),
+            config_digest: sha.clone(),
+            retention: "r".into(),
+            custody_head: None,
+            chain_problems: vec![],
+            timeline: vec![],
+            items: vec![item],
+            verification: None,
+            checkpoint: None,
+            signing_key: Some(SigningKeyInfo {
+                key_id: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd".into(),
+                public_key_sha256: sha,
+            }),
+        }
+    }
+
+    #[test]
+    fn reverify_commands_quote_values_of_the_expected_form_and_leave_out_the_rest() {
+        let good = data("cases/IR-1/evidence/111122223333/i-0abc/x.json", "v1.abc_DEF", "s3://acme-evidence");
+        let steps = reverify_steps(&good);
+        let all: String = steps.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("\n");
+        assert!(all.contains("--bucket 'acme-evidence' --key 'cases/IR-1/evidence/111122223333/i-0abc/x.json' --version-id 'v1.abc_DEF'"), "{all}");
+        assert!(
+            all.contains("aws kms get-public-key --key-id 'arn:aws:kms:eu-west-1:111122223333:key/1234abcd'"),
+            "{all}"
+        );
+        assert!(
+            all.contains("cleanroom verify --case 'IR-1' --dir './IR-1/' --public-key signing-key.pem"),
+            "{all}"
+        );
+
+        for (key, version) in [
+            ("cases/IR-1/evidence/111122223333/i-0abc/$(reboot)", "v1"),
+            ("cases/IR-2/evidence/111122223333/i-0abc/x.json", "v1"),
+            ("cases/IR-1/evidence/111122223333/i-0abc/x.json", "v1'; reboot; '"),
+            ("cases/IR-1/evidence/111122223333/i-0abc/x.json", "v1\nreboot"),
+        ] {
+            let steps = reverify_steps(&data(key, version, "s3://acme-evidence"));
+            let all: String = steps.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("\n");
+            assert!(!all.contains("get-object "), "{key:?} {version:?}: {all}");
+            assert!(!all.contains("reboot"), "{key:?} {version:?}: {all}");
+            assert!(steps.iter().any(|(why, _)| why.contains("not of the form it must have")), "{steps:?}");
+        }
+        let steps = reverify_steps(&data("k", "v", "s3://Bad Bucket`x`"));
+        assert!(steps.iter().all(|(_, c)| c.is_empty()), "{steps:?}");
+    }
+
+    #[test]
+    fn the_case_in_the_certification_is_the_checked_id() {
+        let mut d = data("k", "v", "s3://acme-evidence");
+        d.case = "IR-1```\n<b>".into();
+        let text = markdown(&d);
+        assert!(!text.contains("<b>"), "{text}");
+        assert!(text.contains("case [CASE]"), "{text}");
     }
 }

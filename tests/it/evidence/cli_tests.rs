@@ -86,6 +86,12 @@ async fn verify_report_and_cases_end_to_end() {
         .success()
         .stdout_has("VERIFIED AGAINST THE CASE'S OWN KEY");
     f.cleanroom(&["verify", "--case", "IR-CLI-1", "--trust-case-key"]).expect_code(2);
+    // Online the key is pinned to the configuration: another key is refused, not used.
+    let other = f.dir.path().join("other.pem");
+    std::fs::write(&other, LocalSigner::from_seed(9).public_key_pem()).unwrap();
+    f.cleanroom(&["verify", "--case", "IR-CLI-1", "--public-key", other.to_str().unwrap()])
+        .expect_code(2)
+        .stderr_has("is not the configured signing key");
 
     // And so does plain openssl, with the exact steps the report prints.
     let cp = &j["checkpoint"];

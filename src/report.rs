@@ -2,14 +2,25 @@
 //! with digests and locations, the verification result, how to re-verify with standard
 //! tools, and a FRE 902(14) certification template. HTML (self-contained, no scripts
 //! or external resources), Markdown and JSON from the same data.
+//!
+//! Every value comes from the evidence bucket and is attacker-controlled: in HTML it
+//! is entity-escaped, in Markdown HTML- and backslash-escaped (code spans only for
+//! values of a checked form), in both its control and bidi characters shown as
+//! escapes (`text::sanitize`); JSON escapes them as `\uXXXX`. A value pasted into a
+//! re-verification command is first checked against the form it must have (bucket
+//! name, case id, S3 key of this case, version id, digest, key ARN, base64) and then
+//! shell-quoted; a value of any other form leaves its command out, saying why.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::evidence::case::{ChainHead, ManifestItem, utc_ms};
-use crate::evidence::checkpoint::CheckpointDetails;
+use crate::evidence::checkpoint::{CHECKPOINT_PURPOSE, CheckpointDetails};
 use crate::evidence::custody::Action;
+use crate::evidence::layout;
+use crate::ids::{BucketName, CaseId, KmsKeyArn};
+use crate::text::sanitize;
 use crate::verify::LoadedCase;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -79,6 +90,14 @@ pub struct ReportData {
     pub items: Vec<ManifestItem>,
     pub verification: Option<Verification>,
     pub checkpoint: Option<CheckpointDetails>,
+    /// The key the newest signed record names (checked against KMS, not trusted here).
+    pub signing_key: Option<SigningKeyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SigningKeyInfo {
+    pub key_id: String,
+    pub public_key_sha256: String,
 }
 
 pub fn build(loaded: &LoadedCase) -> ReportData {
@@ -108,9 +127,15 @@ pub fn build(loaded: &LoadedCase) -> ReportData {
     let checkpoint = loaded
         .last(Action::CheckpointSigned)
         .and_then(|r| serde_json::from_value::<CheckpointDetails>(r.details.clone()).ok());
+    let signing_key = loaded
+        .chain()
+        .filter_map(|r| r.signature.as_ref())
+        .last()
+        .map(|s| SigningKeyInfo { key_id: s.key_id.clone(), public_key_sha256: s.public_key_sha256.clone() });
     ReportData {
         schema: "cleanroom.report/1",
-        case: cf.case.clone(),
+        // The case id asked for (validated), never the one case.json claims.
+        case: loaded.case.to_string(),
         bucket: cf.store.clone(),
         generated_at: utc_ms(time::OffsetDateTime::now_utc()),
         opened_at: cf.opened_at.clone(),
@@ -129,12 +154,15 @@ pub fn build(loaded: &LoadedCase) -> ReportData {
         items: loaded.items().into_values().collect(),
         verification,
         checkpoint,
+        signing_key,
     }
 }
 
 pub fn render(data: &ReportData, format: Format) -> String {
     match format {
-        Format::Json => serde_json::to_string_pretty(data).expect("report serialises") + "\n",
+        Format::Json => {
+            crate::text::json_for_terminal(&serde_json::to_value(data).expect("report serialises")) + "\n"
+        }
         Format::Md => markdown(data),
         Format::Html => html(data),
     }
@@ -144,46 +172,148 @@ fn bucket_name(location: &str) -> &str {
     location.strip_prefix("s3://").unwrap_or(location)
 }
 
+/// `'value'` for a POSIX shell: the value can hold nothing the shell acts on.
+fn sh(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// Characters every value pasted into a command is limited to (on top of its form).
+fn plain(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/+=@,-".contains(&b))
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_sha256(value: &str) -> bool {
+    crate::evidence::digest::untag_sha256(value).is_some()
+}
+
+/// An S3 version id as S3 writes them: up to 1,024 URL-safe characters.
+fn is_version_id(value: &str) -> bool {
+    value.len() <= 1024 && plain(value)
+}
+
+/// An evidence key of this case, of the shape `layout` builds.
+fn is_evidence_key(case: &CaseId, key: &str) -> bool {
+    plain(key) && layout::kind(case, key) == Some(layout::Kind::Evidence)
+}
+
+fn is_base64(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 1024
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+}
+
 /// Re-verification steps with the case's own values, as (explanation, commands).
+/// A value not of its expected form leaves its step out, with a line saying so.
 fn reverify_steps(d: &ReportData) -> Vec<(String, String)> {
-    let bucket = bucket_name(&d.bucket);
     let mut steps = Vec::new();
+    let mut omitted = Vec::new();
+    let case: Option<CaseId> = d.case.parse().ok();
+    let bucket: Option<BucketName> = bucket_name(&d.bucket).parse().ok();
+    let (Some(case), Some(bucket)) = (case, bucket) else {
+        steps.push((
+            format!(
+                "The evidence store ({}) or the case id ({}) does not have the form of an S3 bucket name and a case id: no commands are given for it. Ask the examiner where the evidence is.",
+                d.bucket, d.case
+            ),
+            String::new(),
+        ));
+        return steps;
+    };
+    let (b, c) = (sh(bucket.as_str()), sh(case.as_str()));
     if let Some(item) = d.items.first() {
-        let v = item.version_id.as_deref().unwrap_or("<version id>");
+        let version = item.version_id.as_deref().filter(|v| is_version_id(v));
+        if is_evidence_key(&case, &item.s3_key)
+            && is_sha256(&item.sha256)
+            && let Some(v) = version
+        {
+            let (k, v) = (sh(&item.s3_key), sh(v));
+            steps.push((
+                format!("Download one evidence object by its version id and compare its SHA-256 with the evidence table (expected {}).", item.sha256),
+                format!(
+                    "aws s3api get-object --bucket {b} --key {k} --version-id {v} item.bin\nsha256sum item.bin   # also: sha1sum item.bin, md5sum item.bin"
+                ),
+            ));
+            steps.push((
+                "Check that Object Lock still protects that version (mode and retain-until date).".into(),
+                format!("aws s3api get-object-retention --bucket {b} --key {k} --version-id {v}"),
+            ));
+        } else {
+            omitted.push(format!(
+                "evidence item {}: its S3 key, version id or digest is not of the expected form",
+                item.id
+            ));
+        }
         steps.push((
-            format!("Download one evidence object by its version id and compare its SHA-256 with the evidence table (expected {}).", item.sha256),
+            "Check that no newer version or delete marker was added over any evidence key or custody record."
+                .into(),
             format!(
-                "aws s3api get-object --bucket {bucket} --key '{}' --version-id '{v}' item.bin\nsha256sum item.bin   # also: sha1sum item.bin, md5sum item.bin",
-                item.s3_key
+                "aws s3api list-object-versions --bucket {b} --prefix {}",
+                sh(&layout::case_prefix(&case))
             ),
-        ));
-        steps.push((
-            "Check that Object Lock still protects that version (mode and retain-until date).".into(),
-            format!(
-                "aws s3api get-object-retention --bucket {bucket} --key '{}' --version-id '{v}'",
-                item.s3_key
-            ),
-        ));
-        steps.push((
-            "Check that no newer version or delete marker was added over any evidence key.".into(),
-            format!("aws s3api list-object-versions --bucket {bucket} --prefix 'cases/{}/'", d.case),
         ));
     }
+    let key_arn = d
+        .signing_key
+        .as_ref()
+        .filter(|k| is_sha256(&k.public_key_sha256) && plain(&k.key_id))
+        .and_then(|k| k.key_id.parse::<KmsKeyArn>().ok().map(|arn| (arn, k.public_key_sha256.clone())));
+    match &key_arn {
+        Some((arn, fingerprint)) => steps.push((
+            format!(
+                "Get the signing key's public key from KMS (not from the case: whoever can write the case could replace the copy in it) and check its fingerprint (expected {fingerprint}).",
+            ),
+            format!(
+                "aws kms get-public-key --key-id {} --query PublicKey --output text | base64 -d > signing-key.der\nopenssl pkey -pubin -inform DER -in signing-key.der -out signing-key.pem\nsha256sum signing-key.der   # expected: {}",
+                sh(arn.as_str()),
+                fingerprint.trim_start_matches("sha256:")
+            ),
+        )),
+        None if d.signing_key.is_some() => {
+            omitted.push("the signing key: its id or fingerprint is not of the expected form".into());
+        }
+        None => {}
+    }
+    let prefix = sh(&format!("s3://{bucket}/{}", layout::case_prefix(&case)));
     steps.push((
-        "Download the whole case and let cleanroom (or your own script) re-check every digest and the custody chain offline: each custody record's `hash` is the SHA-256 of its RFC 8785 canonical JSON without the `hash` field, and each `prev` is the previous record's `hash`.".into(),
-        format!("aws s3 cp --recursive s3://{bucket}/cases/{case}/ ./{case}/\ncleanroom verify --case {case} --dir ./{case}", case = d.case),
+        "Download the whole case and let cleanroom (or your own script) re-check every digest, the custody chain and every record's signature offline: each custody record's `hash` is the SHA-256 of its RFC 8785 canonical JSON without the `hash` and `signature` fields, each `prev` is the previous record's `hash`, and each `signature` is an ECDSA P-256 signature over the canonical JSON {\"case\",\"hash\",\"purpose\":\"cleanroom.custody-record/1\",\"seq\"}.".into(),
+        format!(
+            "aws s3 cp --recursive {prefix} {dir}\ncleanroom verify --case {c} --dir {dir}{key}",
+            dir = sh(&format!("./{case}/")),
+            key = if key_arn.is_some() { " --public-key signing-key.pem" } else { "" }
+        ),
     ));
-    if let Some(c) = &d.checkpoint {
-        let signed = String::from_utf8(crate::evidence::custody::canonical(&c.signed)).unwrap_or_default();
+    if let Some(cp) = &d.checkpoint {
+        let s = &cp.signed;
+        let well_formed = s.purpose == CHECKPOINT_PURPOSE
+            && s.case == case.as_str()
+            && is_sha256(&s.hash)
+            && is_base64(&cp.signature)
+            && is_sha256(&cp.public_key_sha256);
+        if well_formed && key_arn.is_some() {
+            let signed = String::from_utf8(crate::evidence::custody::canonical(s)).unwrap_or_default();
+            steps.push((
+                format!(
+                    "Verify the signed checkpoint over custody record {} with the public key from KMS alone ({}; key {}).",
+                    s.seq, cp.public_key_sha256, cp.key_id
+                ),
+                format!(
+                    "printf '%s' {} > signed.json\nprintf '%s' {} | base64 -d > signature.der\nopenssl dgst -sha256 -verify signing-key.pem -signature signature.der signed.json   # prints: Verified OK",
+                    sh(&signed),
+                    sh(&cp.signature)
+                ),
+            ));
+        } else if !well_formed {
+            omitted.push("the checkpoint: its statement or signature is not of the expected form".into());
+        }
+    }
+    if !omitted.is_empty() {
         steps.push((
             format!(
-                "Verify the signed checkpoint over custody record {} with the public key alone ({}; key {}).",
-                c.signed.seq, c.public_key_sha256, c.key_id
+                "Commands left out because a value is not of the form it must have (investigate these): {}.",
+                omitted.join("; ")
             ),
-            format!(
-                "printf '%s' '{signed}' > signed.json\necho '{}' | base64 -d > signature.der\naws s3 cp 's3://{bucket}/{}' key.pem\nopenssl dgst -sha256 -verify key.pem -signature signature.der signed.json   # prints: Verified OK",
-                c.signature, c.public_key_s3_key
-            ),
+            String::new(),
         ));
     }
     steps
@@ -204,7 +334,7 @@ ______________________________
 
 fn verification_line(d: &ReportData) -> String {
     match &d.verification {
-        None => "Not verified yet: run `cleanroom verify --case ".to_owned() + &d.case + "`.",
+        None => format!("Not verified yet: run cleanroom verify --case {}", d.case),
         Some(v) => format!(
             "{} (custody record {}, {} by {})",
             if v.verdict.is_empty() {
@@ -221,16 +351,16 @@ fn verification_line(d: &ReportData) -> String {
 
 fn markdown(d: &ReportData) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "# Evidence report: case {}\n", d.case);
+    let _ = writeln!(s, "# Evidence report: case {}\n", md(&d.case));
     let _ = writeln!(s, "## Case summary\n");
     for (k, v) in summary_rows(d) {
-        let _ = writeln!(s, "- **{k}:** {v}");
+        let _ = writeln!(s, "- **{k}:** {}", md(&v));
     }
-    let _ = writeln!(s, "\n## Verification\n\n{}\n", verification_line(d));
+    let _ = writeln!(s, "\n## Verification\n\n{}\n", md(&verification_line(d)));
     if !d.chain_problems.is_empty() {
         let _ = writeln!(s, "**Custody chain problems found while writing this report:**\n");
         for p in &d.chain_problems {
-            let _ = writeln!(s, "- {p}");
+            let _ = writeln!(s, "- {}", md(p));
         }
         s.push('\n');
     }
@@ -241,17 +371,17 @@ fn markdown(d: &ReportData) -> String {
     for i in &d.items {
         let _ = writeln!(
             s,
-            "| {} | {} / {} | {} | {} | `{}` | `{}` | `{}` | `{}` ({}) |",
+            "| {} | {} / {} | {} | {} | {} | {} | {} | {} ({}) |",
             md(&i.id),
             md(&i.source),
             md(&i.method),
-            i.acquired_at,
+            md(&i.acquired_at),
             i.size,
-            i.sha256,
-            i.sha1,
-            i.md5,
-            md(&i.s3_key),
-            i.version_id.as_deref().unwrap_or("-")
+            md_code(&i.sha256),
+            md_code(&i.sha1),
+            md_code(&i.md5),
+            md_code(&i.s3_key),
+            md_code(i.version_id.as_deref().unwrap_or("-"))
         );
     }
     let _ = writeln!(
@@ -263,8 +393,8 @@ fn markdown(d: &ReportData) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.seq,
-            r.time,
-            r.action,
+            md(&r.time),
+            md(&r.action),
             md(&r.examiner),
             md(&r.principal),
             md(&r.subject),
@@ -274,18 +404,62 @@ fn markdown(d: &ReportData) -> String {
     }
     let _ = writeln!(s, "\n## How to re-verify independently\n");
     for (n, (why, cmd)) in reverify_steps(d).iter().enumerate() {
-        let _ = writeln!(s, "{}. {why}\n\n```sh\n{cmd}\n```\n", n + 1);
+        // Commands hold only checked, shell-quoted values: no backtick can end the fence.
+        let _ = writeln!(s, "{}. {}\n", n + 1, md(why));
+        if !cmd.is_empty() {
+            let _ = writeln!(s, "```sh\n{}\n```\n", sanitize(cmd).replace("\\n", "\n"));
+        }
     }
     let _ = writeln!(
         s,
         "## Certification (FRE 902(14)) — template to complete\n\n```text\n{}\n```",
-        CERTIFICATION.replace("[CASE]", &d.case)
+        CERTIFICATION.replace("[CASE]", &certified_case(d))
     );
     s
 }
 
+/// The case id for the certification template (inside a fence: only a valid id).
+fn certified_case(d: &ReportData) -> String {
+    d.case.parse::<CaseId>().map(|c| c.to_string()).unwrap_or_else(|_| "[CASE]".into())
+}
+
+/// A value as Markdown text: control and bidi characters shown as escapes, HTML
+/// special characters as entities, Markdown punctuation backslash-escaped, so no
+/// value can open a code span, a link, emphasis or a heading, or end a table cell.
+/// Punctuation that matters only at the start of a block (`-`, `+`, `1.`) is escaped
+/// there only, so dates and digests stay readable in the raw file.
 fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    let safe = sanitize(s);
+    let mut out = String::with_capacity(safe.len());
+    let mut leading_digits = true;
+    for (i, c) in safe.chars().enumerate() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '-' | '+' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' | ')' if leading_digits && i > 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+        leading_digits &= c.is_ascii_digit();
+    }
+    out
+}
+
+/// A value in a code span when it has a plain form (digests, keys, version ids);
+/// escaped text otherwise (inside a code span nothing can be escaped).
+fn md_code(s: &str) -> String {
+    if plain(s) { format!("`{s}`") } else { md(s) }
 }
 
 fn summary_rows(d: &ReportData) -> Vec<(&'static str, String)> {
@@ -308,7 +482,10 @@ fn summary_rows(d: &ReportData) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A value as HTML text: control and bidi characters shown as escapes (a browser
+/// would apply an entity-escaped override all the same), then entity-escaped.
 fn esc(s: &str) -> String {
+    let s = sanitize(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -407,12 +584,17 @@ th{{background:#eee}}code,pre{{font-family:monospace;word-break:break-all;white-
     }
     s.push_str("</table>\n<p>Order is given by the sequence number; each record carries the SHA-256 of the one before it, so any edited, removed, inserted or reordered record breaks the chain.</p>\n<h2>How to re-verify independently</h2>\n<ol>\n");
     for (why, cmd) in reverify_steps(d) {
-        let _ = writeln!(s, "<li><p>{}</p><pre>{}</pre></li>", esc(&why), esc(&cmd));
+        let _ = write!(s, "<li><p>{}</p>", esc(&why));
+        if !cmd.is_empty() {
+            let lines: Vec<String> = cmd.lines().map(esc).collect();
+            let _ = write!(s, "<pre>{}</pre>", lines.join("\n"));
+        }
+        s.push_str("</li>\n");
     }
     let _ = write!(
         s,
         "</ol>\n<h2>Certification under FRE 902(14): template to complete</h2>\n<pre>{}</pre>\n</body></html>\n",
-        esc(&CERTIFICATION.replace("[CASE]", &d.case))
+        esc(&CERTIFICATION.replace("[CASE]", &certified_case(d)))
     );
     s
 }
@@ -424,5 +606,116 @@ mod tests {
     #[test]
     fn html_escapes_everything_it_is_given() {
         assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
+        assert_eq!(esc("a\u{1b}[2J\u{202e}b"), "a\\u{1b}[2J\\u{202e}b");
+    }
+
+    #[test]
+    fn markdown_values_cannot_open_code_links_emphasis_html_or_cells() {
+        assert_eq!(md("`rm -rf ~`"), "\\`rm -rf \\~\\`");
+        assert_eq!(md("<img src=x>"), "&lt;img src=x&gt;");
+        assert_eq!(
+            md("[a](http://x) *b* _c_ |d| ~e~ #f \\g"),
+            "\\[a\\](http://x) \\*b\\* \\_c\\_ \\|d\\| \\~e\\~ \\#f \\\\g"
+        );
+        assert_eq!(md("- item"), "\\- item");
+        assert_eq!(md("12. x"), "12\\. x");
+        assert_eq!(md("2026-01-02T03:04:05.000Z"), "2026-01-02T03:04:05.000Z", "dates stay readable");
+        assert_eq!(md("line\nbreak\u{202e}"), "line\\\\nbreak\\\\u{202e}");
+        assert_eq!(md_code("sha256:ab12"), "`sha256:ab12`");
+        assert_eq!(md_code("x`y"), "x\\`y");
+    }
+
+    #[test]
+    fn shell_quoting_keeps_any_value_one_inert_word() {
+        assert_eq!(sh("plain"), "'plain'");
+        assert_eq!(sh("it's $(reboot)"), "'it'\\''s $(reboot)'");
+    }
+
+    fn data(item_key: &str, version: &str, bucket: &str) -> ReportData {
+        let sha = format!("sha256:{}", "ab".repeat(32));
+        let item = ManifestItem {
+            id: "x".into(),
+            account: "111122223333".into(),
+            subject: "i-0abc".into(),
+            name: "x.json".into(),
+            source: "s".into(),
+            method: "m".into(),
+            derived_from: vec![],
+            acquired_at: "t".into(),
+            size: 1,
+            sha256: sha.clone(),
+            sha1: "sha1:00".into(),
+            md5: "md5:00".into(),
+            s3_key: item_key.into(),
+            version_id: Some(version.into()),
+            s3_checksum_sha256: "AA==".into(),
+            part_size: None,
+            lock_mode: None,
+            retain_until: None,
+            legal_hold: false,
+        };
+        ReportData {
+            schema: "cleanroom.report/1",
+            case: "IR-1".into(),
+            bucket: bucket.into(),
+            generated_at: "t".into(),
+            opened_at: "t".into(),
+            opened_by: "Ada".into(),
+            principal: "p".into(),
+            tool: "cleanroom".into(),
+            binary_sha256: sha.clone(),
+            config_digest: sha.clone(),
+            retention: "r".into(),
+            custody_head: None,
+            chain_problems: vec![],
+            timeline: vec![],
+            items: vec![item],
+            verification: None,
+            checkpoint: None,
+            signing_key: Some(SigningKeyInfo {
+                key_id: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd".into(),
+                public_key_sha256: sha,
+            }),
+        }
+    }
+
+    #[test]
+    fn reverify_commands_quote_values_of_the_expected_form_and_leave_out_the_rest() {
+        let good = data("cases/IR-1/evidence/111122223333/i-0abc/x.json", "v1.abc_DEF", "s3://acme-evidence");
+        let steps = reverify_steps(&good);
+        let all: String = steps.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("\n");
+        assert!(all.contains("--bucket 'acme-evidence' --key 'cases/IR-1/evidence/111122223333/i-0abc/x.json' --version-id 'v1.abc_DEF'"), "{all}");
+        assert!(
+            all.contains("aws kms get-public-key --key-id 'arn:aws:kms:eu-west-1:111122223333:key/1234abcd'"),
+            "{all}"
+        );
+        assert!(
+            all.contains("cleanroom verify --case 'IR-1' --dir './IR-1/' --public-key signing-key.pem"),
+            "{all}"
+        );
+
+        for (key, version) in [
+            ("cases/IR-1/evidence/111122223333/i-0abc/$(reboot)", "v1"),
+            ("cases/IR-2/evidence/111122223333/i-0abc/x.json", "v1"),
+            ("cases/IR-1/evidence/111122223333/i-0abc/x.json", "v1'; reboot; '"),
+            ("cases/IR-1/evidence/111122223333/i-0abc/x.json", "v1\nreboot"),
+        ] {
+            let steps = reverify_steps(&data(key, version, "s3://acme-evidence"));
+            let all: String = steps.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("\n");
+            assert!(!all.contains("get-object "), "{key:?} {version:?}: {all}");
+            assert!(!all.contains("reboot"), "{key:?} {version:?}: {all}");
+            assert!(steps.iter().any(|(why, _)| why.contains("not of the form it must have")), "{steps:?}");
+        }
+        let steps = reverify_steps(&data("k", "v", "s3://Bad Bucket`x`"));
+        assert!(steps.iter().all(|(_, c)| c.is_empty()), "{steps:?}");
+    }
+
+    #[test]
+    fn the_case_in_the_certification_is_the_checked_id() {
+        let mut d = data("k", "v", "s3://acme-evidence");
+        d.case = "IR-1```\n<b>".into();
+        let text = markdown(&d);
+        assert!(!text.contains("<b>"), "{text}");
+        assert!(text.contains("case [CASE]"), "{text}");
     }
 }

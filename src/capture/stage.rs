@@ -46,8 +46,10 @@ async fn capture(run: &Run, t: &mut TargetState) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     for g in &stored.summary.gaps {
-        run.reporter
-            .warn(id.as_str(), &format!("not captured: {}: {}", g.what, crate::text::terminal(&g.error)));
+        run.reporter.warn(
+            id.as_str(),
+            &format!("not captured: {}: {}", g.what, crate::text::sanitize_lines(&g.error)),
+        );
     }
     run.custody
         .record(Event {

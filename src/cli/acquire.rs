@@ -12,7 +12,7 @@ use crate::ids::CaseId;
 use crate::pipeline::custody::{CaseCustody, CustodySink, Item, ReadOnlyCase};
 use crate::pipeline::journal::Journal;
 use crate::pipeline::{Run, Selection, Settings, Stage, TargetState, plan_stages, work};
-use crate::text::terminal_line;
+use crate::text::sanitize;
 
 use super::Context;
 use super::targets::{Launches, TargetArgs, resolve};
@@ -87,7 +87,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         for (instance, calls) in &plan {
             text.push_str(&format!("\n{instance}:\n"));
             for (i, c) in calls.iter().enumerate() {
-                text.push_str(&format!("  {:>2}. {}\n", i + 1, terminal_line(c)));
+                text.push_str(&format!("  {:>2}. {}\n", i + 1, sanitize(c).into_owned()));
             }
         }
         ctx.emit(
@@ -190,7 +190,7 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
     for l in launches {
         out.push_str(&format!(
             "\n{} launched {} instance(s) in account {} ({} region(s) searched)",
-            terminal_line(&l.credential),
+            sanitize(&l.credential).into_owned(),
             l.launches.len(),
             l.account,
             l.regions.len()
@@ -206,11 +206,11 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
             if let Some(l) = &c.trail.launched_by {
                 out.push_str(&format!(
                     "  launched {} by {} with key {} from {} ({})\n",
-                    terminal_line(&l.event_time),
-                    terminal_line(l.username.as_deref().unwrap_or("?")),
-                    terminal_line(l.access_key_id.as_deref().unwrap_or("?")),
-                    terminal_line(l.source_ip.as_deref().unwrap_or("?")),
-                    terminal_line(l.user_agent.as_deref().unwrap_or("?"))
+                    sanitize(&l.event_time).into_owned(),
+                    sanitize(l.username.as_deref().unwrap_or("?")),
+                    sanitize(l.access_key_id.as_deref().unwrap_or("?")),
+                    sanitize(l.source_ip.as_deref().unwrap_or("?")),
+                    sanitize(l.user_agent.as_deref().unwrap_or("?"))
                 ));
             }
             if let Some(u) = &c.user_data {
@@ -225,8 +225,8 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
             for g in &c.gaps {
                 out.push_str(&format!(
                     "  not captured: {}: {}\n",
-                    terminal_line(&g.what),
-                    terminal_line(&g.error)
+                    sanitize(&g.what).into_owned(),
+                    sanitize(&g.error).into_owned()
                 ));
             }
         }
@@ -244,7 +244,7 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
             out.push_str(&format!("  check failed ({}): {}: {}\n", stage.name(), c.control, c.detail));
         }
         for w in &t.warnings {
-            out.push_str(&format!("  warning: {}\n", terminal_line(w)));
+            out.push_str(&format!("  warning: {}\n", sanitize(w).into_owned()));
         }
     }
     let failed: Vec<&TargetState> = targets.iter().filter(|t| t.failed.is_some()).collect();

@@ -81,6 +81,24 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let config_path = out.join("cleanroom.toml");
     std::fs::write(&config_path, seed::config_toml(&setup.config))
         .map_err(|e| Error::failed(format!("cannot write {}: {e}", config_path.display())))?;
+    // The signing key's public key, as the third party of step 8 gets it: out of band
+    // (KMS GetPublicKey), never from the case folder it verifies.
+    let key_path = out.join("signing-key.pem");
+    let signing_arn = setup
+        .config
+        .forensics
+        .signing_key_arn
+        .clone()
+        .ok_or_else(|| Error::failed("the drill's forensics account has no signing key"))?;
+    let kms = crate::aws::kms::KmsSigner::new(lab.clients(&forensics, &region).kms, signing_arn.clone());
+    let der = crate::evidence::checkpoint::Signer::public_key_der(&kms).await?;
+    let signing_key = crate::evidence::signing::TrustedKey::from_bytes(
+        &der,
+        crate::evidence::signing::KeySource::Configured { key_id: signing_arn.to_string() },
+    )
+    .map_err(Error::failed)?;
+    std::fs::write(&key_path, signing_key.pem())
+        .map_err(|e| Error::failed(format!("cannot write {}: {e}", key_path.display())))?;
     let suspect = match args.scenario {
         Scenario::Cryptomining => {
             scenario::cryptomining(&lab, &member, &region, &forensics, &out).await.map_err(Error::failed)?
@@ -116,7 +134,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         },
         Step::run(
             "verify the downloaded copy offline",
-            &["verify", "--case", &case_s, "--dir", &folder.to_string_lossy()],
+            &[
+                "verify",
+                "--case",
+                &case_s,
+                "--dir",
+                &folder.to_string_lossy(),
+                "--public-key",
+                &key_path.to_string_lossy(),
+            ],
         ),
         Step::run("list cases", &["cases"]),
     ];

@@ -1,5 +1,8 @@
 //! `cleanroom report`: owns the hand-off report. Writes it to stdout (or `--output`),
-//! stores it in the case under `report/`, and records `report_written`.
+//! stores it in the case under `report/`, and records `report_written`. Like every
+//! writer, it refuses to extend (seal, record) a chain that does not verify. Every
+//! value in the report is escaped for its format (`report.rs`), so the document is
+//! also safe to print on a terminal.
 
 use std::path::PathBuf;
 
@@ -7,6 +10,7 @@ use crate::error::{Error, ExitKind, Result};
 use crate::evidence::{Action, CustodyEvent};
 use crate::ids::CaseId;
 use crate::report::{Format, build, render};
+use crate::text::sanitize;
 
 use super::Context;
 
@@ -33,8 +37,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     case.seal().await?;
     let loaded = crate::verify::load_case(case.store().as_ref(), &args.case).await?;
     let text = render(&build(&loaded), args.format);
-    let name = format!("report/report.{}", args.format.extension());
-    let stored = case.store_case_object(&name, text.clone().into_bytes(), args.format.content_type()).await?;
+    let stored = case
+        .store_report(args.format.extension(), text.clone().into_bytes(), args.format.content_type())
+        .await?;
     let receipt = case
         .record(CustodyEvent {
             action: Action::ReportWritten,
@@ -54,8 +59,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     }
     eprintln!(
         "stored as {} (version {}), custody record {}",
-        stored.s3_key,
-        stored.version_id.as_deref().unwrap_or("none"),
+        sanitize(&stored.s3_key),
+        sanitize(stored.version_id.as_deref().unwrap_or("none")),
         receipt.seq
     );
     Ok(ExitKind::Done)

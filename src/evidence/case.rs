@@ -1,5 +1,11 @@
 //! A case: its `case.json`, its custody chain (appended fork-proof with conditional
-//! writes), and its evidence items.
+//! writes, every record signed when the case has a signing key), and its evidence items.
+//!
+//! A case never extends a chain it cannot check: on opening, and whenever it catches
+//! up with records other processes wrote, it reads the *original* (oldest) version of
+//! each record (records are written with If-None-Match, so a later version is someone
+//! writing over one), checks hash, link and signature against its own signing key, and
+//! refuses to append after a record that does not hold.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,13 +17,16 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Mutex;
 
+use super::checkpoint::CheckpointDetails;
 use super::custody::{
     self, Action, Actor, CLOCK_SOURCE, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo,
-    SCHEMA, ToolInfo, canonical, record_key,
+    MAX_RECORD_BYTES, SCHEMA, ToolInfo, canonical,
 };
 use super::digest::{self, Digests, b64, sha256_raw};
 use super::error::EvidenceError;
-use super::store::{LockMode, ObjectLock, ObjectStore, PutObject, StoreErrorKind, get_all};
+use super::layout;
+use super::signing::{ALGORITHM, CaseSigner, KeySource, Signed, Signer, TrustedKey, sign_checked};
+use super::store::{LockMode, ObjectLock, ObjectStore, PutObject, StoreErrorKind, Version, get_all};
 use super::upload;
 use crate::ids::{AccountId, CaseId};
 use crate::progress::Reporter;
@@ -26,8 +35,13 @@ use crate::progress::Reporter;
 /// race for the next sequence number; each retry first reads what they wrote. Ten
 /// concurrent writers of one case would be an unusual incident room.
 const APPEND_ATTEMPTS: u32 = 16;
-/// case.json, custody records and the manifest are small; anything bigger is not ours.
+/// case.json and the manifest are small; anything bigger is not ours. (A manifest
+/// lists about 1 KiB per item: 64 MiB is some 60,000 items.)
 pub(crate) const SMALL_OBJECT_LIMIT: usize = 64 << 20;
+/// case.json is a few KiB (actor, host, tool, retention).
+pub(crate) const CASE_FILE_LIMIT: usize = 1 << 20;
+/// A PEM public key is under 200 bytes; 64 KiB leaves room for any key we accept.
+pub(crate) const PUBLIC_KEY_LIMIT: usize = 64 << 10;
 
 pub const CASE_SCHEMA: &str = "cleanroom.case/1";
 pub const MANIFEST_SCHEMA: &str = "cleanroom.manifest/1";
@@ -82,7 +96,8 @@ pub struct NewItem {
     pub account: AccountId,
     /// What it is about, e.g. an instance id.
     pub subject: String,
-    /// File name, e.g. `containment-prior-state.json`.
+    /// File name, e.g. `containment-prior-state.json`; or one sub-folder and a file
+    /// name for per-volume outputs, e.g. `vol-0def/image.raw` (see `layout::evidence`).
     pub name: String,
     /// What produced it, e.g. `ec2:DescribeInstances`.
     pub source: String,
@@ -144,19 +159,6 @@ pub struct Manifest {
     pub items: Vec<ManifestItem>,
 }
 
-pub fn case_prefix(case: &str) -> String {
-    format!("cases/{case}/")
-}
-pub fn case_key(case: &str) -> String {
-    format!("cases/{case}/case.json")
-}
-pub fn manifest_key(case: &str) -> String {
-    format!("cases/{case}/manifest.json")
-}
-pub fn custody_prefix(case: &str) -> String {
-    format!("cases/{case}/custody/")
-}
-
 /// UTC, RFC 3339, milliseconds, `Z`.
 pub fn utc_ms(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -198,7 +200,28 @@ struct Inner {
     tool: ToolInfo,
     host: HostInfo,
     retention: Retention,
+    /// None: records are written unsigned (integrity only, no authenticity).
+    signing: Option<CaseSigner>,
     chain: Mutex<Chain>,
+}
+
+/// The `details` of a record: given, or a checkpoint over the head the record follows
+/// (computed per attempt, since another writer may take the next number first).
+enum Details<'a> {
+    Given(serde_json::Value),
+    Checkpoint { signer: &'a dyn Signer, key: &'a TrustedKey, public_key_s3_key: String },
+}
+
+/// For each key under a listing, the original (oldest) version: S3 lists the
+/// versions of a key newest first, so it is the last non-delete-marker entry.
+pub(crate) fn original_versions(versions: &[Version]) -> BTreeMap<String, (Option<String>, usize)> {
+    let mut out: BTreeMap<String, (Option<String>, usize)> = BTreeMap::new();
+    for v in versions.iter().filter(|v| !v.delete_marker) {
+        let entry = out.entry(v.key.clone()).or_insert((None, 0));
+        entry.0 = v.version_id.clone();
+        entry.1 += 1;
+    }
+    out
 }
 
 /// An open case: records custody and stores evidence. Cheap to clone, Send + Sync.
@@ -230,6 +253,7 @@ impl Case {
     }
 
     /// [`Case::open`] with an explicit retention for everything this process writes.
+    /// Its records are not signed: see [`Case::open_signed`].
     pub async fn open_with(
         store: Arc<dyn ObjectStore>,
         case: &CaseId,
@@ -237,6 +261,35 @@ impl Case {
         tool: ToolInfo,
         config_digest: String,
         retention: Retention,
+    ) -> Result<Case, EvidenceError> {
+        Self::open_inner(store, case, actor, tool, config_digest, retention, None).await
+    }
+
+    /// [`Case::open_with`], signing every record with `signer` (the KMS signing key)
+    /// and refusing to extend a chain whose records that key does not vouch for. The
+    /// public key is fetched once and stored in the case (`keys/<sha256>.pem`) for the
+    /// hand-off; verification never trusts that copy by itself.
+    pub async fn open_signed(
+        store: Arc<dyn ObjectStore>,
+        case: &CaseId,
+        actor: Actor,
+        tool: ToolInfo,
+        config_digest: String,
+        retention: Retention,
+        signer: Arc<dyn Signer>,
+    ) -> Result<Case, EvidenceError> {
+        let signing = CaseSigner::new(signer).await?;
+        Self::open_inner(store, case, actor, tool, config_digest, retention, Some(signing)).await
+    }
+
+    async fn open_inner(
+        store: Arc<dyn ObjectStore>,
+        case: &CaseId,
+        actor: Actor,
+        tool: ToolInfo,
+        config_digest: String,
+        retention: Retention,
+        signing: Option<CaseSigner>,
     ) -> Result<Case, EvidenceError> {
         let host = HostInfo::current();
         let this = Case {
@@ -247,10 +300,12 @@ impl Case {
                 tool,
                 host,
                 retention,
+                signing,
                 chain: Mutex::new(Chain::default()),
             }),
         };
         let case_ref = this.ensure_case_file(&config_digest).await?;
+        this.ensure_public_key().await?;
         let mut chain = this.inner.chain.lock().await;
         this.catch_up(&mut chain, None).await?;
         let empty = chain.head.is_none();
@@ -290,13 +345,49 @@ impl Case {
         self.inner.chain.lock().await.items.values().cloned().collect()
     }
 
+    /// `sha256:` of the public key this case signs with, if it signs.
+    pub fn signing_key_fingerprint(&self) -> Option<&str> {
+        self.inner.signing.as_ref().map(|s| s.key.fingerprint.as_str())
+    }
+
     fn case_str(&self) -> &str {
         self.inner.case.as_str()
     }
 
+    /// Stores the signing key's public key as `keys/<sha256>.pem` unless it is there.
+    /// Someone else's bytes under that name do not stop the case (verify reports them):
+    /// the key that counts is the one KMS holds.
+    async fn ensure_public_key(&self) -> Result<(), EvidenceError> {
+        let Some(signing) = &self.inner.signing else { return Ok(()) };
+        let Some(key) = layout::public_key(&self.inner.case, &signing.key.fingerprint) else {
+            return Ok(());
+        };
+        match upload::store_bytes(
+            self.inner.store.as_ref(),
+            &key,
+            &key,
+            signing.key.pem().into_bytes().into(),
+            "application/x-pem-file",
+            self.lock_now(),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(EvidenceError::Conflict { existing, .. }) => {
+                tracing::warn!(
+                    key,
+                    existing,
+                    "the case already holds other bytes under the signing key's name; verify reports them"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn ensure_case_file(&self, config_digest: &str) -> Result<EvidenceRef, EvidenceError> {
         let store = &self.inner.store;
-        let key = case_key(self.case_str());
+        let key = layout::case_file(&self.inner.case);
         let now = OffsetDateTime::now_utc();
         let file = CaseFile {
             schema: CASE_SCHEMA.into(),
@@ -319,16 +410,23 @@ impl Case {
             lock: self.inner.retention.lock(now),
             if_absent: true,
         };
-        let version_id = match store.put(put).await {
-            Ok(w) => w.version_id,
-            Err(e) if e.is(StoreErrorKind::PreconditionFailed) => None,
+        let (written, version_id) = match store.put(put).await {
+            Ok(w) => (true, w.version_id),
+            Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
+                // Another process (or an earlier run) created it: read its original
+                // version, since a later one is someone writing over case.json.
+                let versions = store
+                    .list_versions(&key)
+                    .await
+                    .map_err(EvidenceError::store(format!("listing versions of {key}")))?;
+                (false, original_versions(&versions).remove(&key).and_then(|(v, _)| v))
+            }
             Err(e) => return Err(EvidenceError::store(format!("creating {key}"))(e)),
         };
-        // Read back what is there (ours, or the one another process wrote first).
-        let stored = get_all(store.as_ref(), &key, version_id.as_deref(), SMALL_OBJECT_LIMIT)
+        let stored = get_all(store.as_ref(), &key, version_id.as_deref(), CASE_FILE_LIMIT)
             .await
             .map_err(EvidenceError::store(format!("reading back {key}")))?;
-        if version_id.is_some() && stored != bytes {
+        if written && stored != bytes {
             return Err(EvidenceError::ReadBackMismatch {
                 key,
                 version_id,
@@ -350,14 +448,6 @@ impl Case {
                 problem: format!("names case {:?}", parsed.case),
             });
         }
-        let version_id = match version_id {
-            Some(v) => Some(v),
-            None => store
-                .head(&key, None)
-                .await
-                .map_err(EvidenceError::store(format!("HEAD {key}")))?
-                .and_then(|m| m.version_id),
-        };
         Ok(EvidenceRef {
             id: "case.json".into(),
             sha256: digest::sha256_tagged(&stored),
@@ -366,20 +456,29 @@ impl Case {
         })
     }
 
-    /// Reads records after the known head until the first absent one, checking each
-    /// one's hash and link. `ours`: the hash of a record we tried to write at the next
-    /// seq (a retried PUT that had succeeded reads back as ours).
+    /// Reads records after the known head until the first absent one, each from its
+    /// original version, checking hash, link and (with a signing key) signature.
+    /// `ours`: the hash of a record we tried to write at the next seq (a retried PUT
+    /// that had succeeded reads back as ours).
     async fn catch_up(&self, chain: &mut Chain, ours: Option<&str>) -> Result<bool, EvidenceError> {
-        let case = self.case_str();
+        let case = &self.inner.case;
+        let store = self.inner.store.as_ref();
+        let versions = store
+            .list_versions(&layout::custody_prefix(case))
+            .await
+            .map_err(EvidenceError::store("listing custody records"))?;
+        let originals = original_versions(&versions);
         let mut found_ours = false;
         loop {
             let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
-            let key = record_key(case, seq);
-            let bytes = match get_all(self.inner.store.as_ref(), &key, None, SMALL_OBJECT_LIMIT).await {
-                Ok(b) => b,
-                Err(e) if e.is(StoreErrorKind::NotFound) => return Ok(found_ours),
-                Err(e) => return Err(EvidenceError::store(format!("reading custody record {seq}"))(e)),
-            };
+            let key = layout::custody_record(case, seq);
+            let Some((version_id, count)) = originals.get(&key) else { return Ok(found_ours) };
+            if *count > 1 {
+                tracing::warn!(key, count, "custody record has later versions; its original is read");
+            }
+            let bytes = get_all(store, &key, version_id.as_deref(), MAX_RECORD_BYTES)
+                .await
+                .map_err(EvidenceError::store(format!("reading custody record {seq}")))?;
             let mut findings = Vec::new();
             let record = custody::check_record(case, &key, &bytes, &mut findings);
             if let Some(r) = &record
@@ -391,31 +490,84 @@ impl Case {
                     problem: format!("prev {:?} does not link to the record before it", r.prev),
                 });
             }
-            match record {
-                Some(r) if findings.is_empty() => {
-                    if ours == Some(r.hash.as_str()) {
-                        found_ours = true;
-                    }
-                    chain.apply(&r);
-                }
-                _ => return Err(EvidenceError::ChainBroken { case: case.into(), findings }),
+            let record = match record {
+                Some(r) if findings.is_empty() => r,
+                _ => return Err(EvidenceError::ChainBroken { case: case.to_string(), findings }),
+            };
+            self.check_authentic(seq, &record)?;
+            if ours == Some(record.hash.as_str()) {
+                found_ours = true;
             }
+            chain.apply(&record);
         }
     }
 
-    /// Appends one custody record. Fork-proof: the record is written only if its key
-    /// (its sequence number) is still free; when another process took it, this one
-    /// reads that record, checks it, and retries at the next number.
+    /// A signing case accepts only records its key vouches for; a case without a key
+    /// refuses to add unsigned records after signed ones.
+    fn check_authentic(&self, seq: u64, record: &CustodyRecord) -> Result<(), EvidenceError> {
+        let case = &self.inner.case;
+        match (&self.inner.signing, &record.signature) {
+            (Some(signing), _) => {
+                signing.key.authenticate(case, record).map_err(|reason| EvidenceError::Unauthenticated {
+                    case: case.to_string(),
+                    seq,
+                    key: format!("{} ({})", signing.key.fingerprint, signing.signer.key_id()),
+                    reason,
+                })
+            }
+            (None, Some(sig)) => Err(EvidenceError::SigningKeyRequired {
+                case: case.to_string(),
+                seq,
+                key_id: sig.key_id.clone(),
+            }),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Appends one custody record, signed when the case has a signing key. Fork-proof:
+    /// the record is written only if its key (its sequence number) is still free; when
+    /// another process took it, this one reads that record, checks it, and retries at
+    /// the next number.
     pub async fn record(&self, event: CustodyEvent) -> Result<CustodyReceipt, EvidenceError> {
-        let case = self.case_str();
+        let details = Details::Given(event.details.clone());
+        self.append(event, details).await
+    }
+
+    async fn append(
+        &self,
+        event: CustodyEvent,
+        details: Details<'_>,
+    ) -> Result<CustodyReceipt, EvidenceError> {
+        let case = &self.inner.case;
         let mut chain = self.inner.chain.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
             let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
             let now = OffsetDateTime::now_utc();
-            let (record, bytes) = CustodyRecord {
+            let (details, request_ids) = match &details {
+                Details::Given(v) => (v.clone(), vec![]),
+                Details::Checkpoint { signer, key, public_key_s3_key } => {
+                    let head = chain.head.clone().ok_or_else(|| EvidenceError::Signing {
+                        key: signer.key_id(),
+                        message: "the chain is empty: nothing to sign".into(),
+                    })?;
+                    let signed = Signed::checkpoint(case, head.seq, &head.hash);
+                    let (signature, request_id) = sign_checked(*signer, key, &signed).await?;
+                    let d = CheckpointDetails {
+                        signed,
+                        key_id: signer.key_id(),
+                        algorithm: ALGORITHM.into(),
+                        message_type: "RAW".into(),
+                        signature,
+                        public_key_sha256: key.fingerprint.clone(),
+                        public_key_s3_key: public_key_s3_key.clone(),
+                    };
+                    (serde_json::to_value(&d).expect("details serialise"), request_id.into_iter().collect())
+                }
+            };
+            let (mut record, _) = CustodyRecord {
                 schema: SCHEMA.into(),
                 seq,
-                case: case.into(),
+                case: case.to_string(),
                 time: utc_ms(now),
                 clock: CLOCK_SOURCE.into(),
                 actor: self.inner.actor.clone(),
@@ -424,13 +576,29 @@ impl Case {
                 action: event.action,
                 subject: event.subject.clone(),
                 evidence: event.evidence.clone(),
-                aws_request_ids: event.aws_request_ids.clone(),
-                details: event.details.clone(),
+                aws_request_ids: event.aws_request_ids.iter().cloned().chain(request_ids).collect(),
+                details,
                 prev: chain.head.as_ref().map(|h| h.hash.clone()),
                 hash: String::new(),
+                signature: None,
             }
             .seal();
-            let key = record_key(case, seq);
+            // Signed before it is written, so no record ever exists unsigned (a crash
+            // between a record and a signature written beside it would leave one the
+            // next run could not tell from a forgery).
+            if let Some(signing) = &self.inner.signing {
+                record.signature = Some(signing.sign_record(case, seq, &record.hash).await?);
+            }
+            let bytes = record.to_bytes();
+            if bytes.len() > MAX_RECORD_BYTES {
+                return Err(EvidenceError::RecordTooLarge {
+                    case: case.to_string(),
+                    seq,
+                    size: bytes.len(),
+                    max: MAX_RECORD_BYTES,
+                });
+            }
+            let key = layout::custody_record(case, seq);
             let put = PutObject {
                 key: key.clone(),
                 sha256_b64: b64(&sha256_raw(&bytes)),
@@ -441,10 +609,14 @@ impl Case {
             };
             match self.inner.store.put(put).await {
                 Ok(w) => {
-                    let back =
-                        get_all(self.inner.store.as_ref(), &key, w.version_id.as_deref(), SMALL_OBJECT_LIMIT)
-                            .await
-                            .map_err(EvidenceError::store(format!("reading back custody record {seq}")))?;
+                    let back = get_all(
+                        self.inner.store.as_ref(),
+                        &key,
+                        w.version_id.as_deref(),
+                        MAX_RECORD_BYTES + 1,
+                    )
+                    .await
+                    .map_err(EvidenceError::store(format!("reading back custody record {seq}")))?;
                     if back != bytes {
                         return Err(EvidenceError::ReadBackMismatch {
                             key,
@@ -464,17 +636,64 @@ impl Case {
                 Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
                     if self.catch_up(&mut chain, Some(&record.hash)).await? {
                         // Our own earlier attempt landed (a retried request).
-                        let version_id =
-                            self.inner.store.head(&key, None).await.ok().flatten().and_then(|m| m.version_id);
+                        let versions = self.inner.store.list_versions(&key).await.unwrap_or_default();
+                        let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
                         return Ok(CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id });
                     }
-                    tracing::debug!(case, seq, "custody seq taken by another writer; caught up and retrying");
+                    tracing::debug!(%case, seq, "custody seq taken by another writer; caught up and retrying");
                 }
                 Err(e) => return Err(EvidenceError::store(format!("writing custody record {seq}"))(e)),
             }
         }
         let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
-        Err(EvidenceError::ChainContended { case: case.into(), seq, attempts: APPEND_ATTEMPTS })
+        Err(EvidenceError::ChainContended { case: case.to_string(), seq, attempts: APPEND_ATTEMPTS })
+    }
+
+    /// Signs the chain head with `signer` and records `checkpoint_signed` right after
+    /// it: the checkpoint always covers the record before it, even when other writers
+    /// append meanwhile (it is re-signed for the head it finally follows). A signing
+    /// case checkpoints only with its own key.
+    pub async fn checkpoint(&self, signer: &dyn Signer) -> Result<CustodyReceipt, EvidenceError> {
+        let der = signer.public_key_der().await?;
+        let key = TrustedKey::from_bytes(&der, KeySource::Signer { key_id: signer.key_id() })
+            .map_err(|message| EvidenceError::Signing { key: signer.key_id(), message })?;
+        if let Some(own) = &self.inner.signing
+            && own.key.fingerprint != key.fingerprint
+        {
+            return Err(EvidenceError::Signing {
+                key: signer.key_id(),
+                message: format!(
+                    "this case signs with key {}, not {}: a checkpoint must be signed with the case's key",
+                    own.key.fingerprint, key.fingerprint
+                ),
+            });
+        }
+        let public_key_s3_key = layout::public_key(&self.inner.case, &key.fingerprint)
+            .expect("a computed fingerprint has the sha256:<hex> form");
+        if self.inner.signing.is_none() {
+            // An unsigned case stores the checkpoint's key now (a signing one did at open).
+            let stored = upload::store_bytes(
+                self.inner.store.as_ref(),
+                &public_key_s3_key,
+                &public_key_s3_key,
+                key.pem().into_bytes().into(),
+                "application/x-pem-file",
+                self.lock_now(),
+            )
+            .await;
+            match stored {
+                Ok(_) | Err(EvidenceError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let event = CustodyEvent {
+            action: Action::CheckpointSigned,
+            subject: signer.key_id(),
+            evidence: vec![],
+            aws_request_ids: vec![],
+            details: serde_json::Value::Null,
+        };
+        self.append(event, Details::Checkpoint { signer, key: &key, public_key_s3_key }).await
     }
 
     /// The stored item with this id, if any (re-reads the chain tail first, so items
@@ -490,26 +709,16 @@ impl Case {
     }
 
     fn evidence_key(&self, item: &NewItem) -> Result<String, EvidenceError> {
-        let bad = |field: &'static str, problem: &str| EvidenceError::InvalidItem {
-            id: item.id.clone(),
-            field,
-            problem: problem.into(),
-        };
         if item.id.trim().is_empty() {
-            return Err(bad("id", "is empty"));
+            return Err(EvidenceError::InvalidItem {
+                id: item.id.clone(),
+                field: "id",
+                problem: "is empty".into(),
+            });
         }
-        for (field, value) in [("subject", &item.subject), ("name", &item.name)] {
-            if value.is_empty() || value.len() > 200 {
-                return Err(bad(field, "must be 1 to 200 characters"));
-            }
-            if value == "." || value == ".." || value.contains('/') || value.contains('\\') {
-                return Err(bad(field, "must not be '.', '..' or contain a path separator"));
-            }
-            if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:+=@,".contains(&b)) {
-                return Err(bad(field, "may contain only letters, digits and ._-:+=@,"));
-            }
-        }
-        Ok(format!("cases/{}/evidence/{}/{}/{}", self.case_str(), item.account, item.subject, item.name))
+        layout::evidence(&self.inner.case, &item.account, &item.subject, &item.name).map_err(|e| {
+            EvidenceError::InvalidItem { id: item.id.clone(), field: e.field, problem: e.problem.into() }
+        })
     }
 
     /// Stores a JSON value as an evidence item (canonical bytes). On a rerun the item
@@ -592,10 +801,6 @@ impl Case {
         self.lock_now()
     }
 
-    pub(crate) fn lock_now_pub(&self) -> ObjectLock {
-        self.lock_now()
-    }
-
     fn lock_now(&self) -> ObjectLock {
         self.inner.retention.lock(OffsetDateTime::now_utc())
     }
@@ -661,7 +866,7 @@ impl Case {
             custody_head: head,
             items,
         };
-        let key = manifest_key(self.case_str());
+        let key = layout::manifest(&self.inner.case);
         let bytes = canonical(&manifest);
         let put = PutObject {
             key: key.clone(),
@@ -703,18 +908,24 @@ impl Case {
         Ok((manifest, r))
     }
 
-    /// Stores a small non-JSON object of the case (e.g. a report), locked and read
-    /// back; not an evidence item of the manifest. Returns its reference.
-    pub async fn store_case_object(
+    /// Stores the report in `format` (`html`, `md`, `json`: `report/report.<format>`),
+    /// locked and read back; not an evidence item of the manifest, and versioned by
+    /// design (each report is a new version). Returns its reference.
+    pub async fn store_report(
         &self,
-        relative: &str,
+        extension: &str,
         body: Vec<u8>,
         content_type: &'static str,
     ) -> Result<EvidenceRef, EvidenceError> {
-        let key = format!("cases/{}/{relative}", self.case_str());
+        let key = layout::report(&self.inner.case, extension).map_err(|e| EvidenceError::InvalidItem {
+            id: format!("report.{extension}"),
+            field: e.field,
+            problem: e.problem.into(),
+        })?;
+        let relative = layout::relative(&self.inner.case, &key).unwrap_or(&key).to_owned();
         let mut stored = upload::store_bytes_versioned(
             self.inner.store.as_ref(),
-            relative,
+            &relative,
             &key,
             body.into(),
             content_type,
@@ -722,7 +933,7 @@ impl Case {
         )
         .await?;
         Ok(EvidenceRef {
-            id: relative.into(),
+            id: relative,
             sha256: std::mem::take(&mut stored.digests.sha256),
             s3_key: key,
             version_id: stored.version_id,

@@ -1,13 +1,23 @@
 //! The custody record: one JSON object per event, canonical bytes (RFC 8785), chained
-//! by the previous record's hash. Pure data and pure checks; writing is in `case.rs`.
+//! by the previous record's hash and signed (see `signing.rs`). Pure data and pure
+//! checks; writing is in `case.rs`.
 
 use serde::{Deserialize, Serialize};
 
 use super::digest::sha256_tagged;
-use crate::ids::AccountId;
+use super::layout;
+use crate::ids::{AccountId, CaseId};
 
-/// Schema of every custody record this version writes.
-pub const SCHEMA: &str = "cleanroom.custody/1";
+/// Schema of every custody record this version writes: `hash` covers every field
+/// but `hash` and `signature`; `signature` signs `hash`.
+pub const SCHEMA: &str = "cleanroom.custody/2";
+/// Records written before per-record signatures: the same fields, never signed.
+pub const SCHEMA_UNSIGNED: &str = "cleanroom.custody/1";
+/// Largest custody record (canonical bytes) written or read. The biggest records are a
+/// containment plan (tens of KiB for an instance with many ENIs and target groups) and
+/// a `verified` record, whose findings are capped (`cli::verify`); 1 MiB is over ten
+/// times either. A larger object among the records is refused before it is read whole.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// Clock source named in every record: order comes from `seq`, never from clocks.
 pub const CLOCK_SOURCE: &str = "system clock (UTC) of the host running cleanroom";
 
@@ -133,8 +143,29 @@ pub struct CustodyRecord {
     pub details: serde_json::Value,
     /// `hash` of record `seq - 1`; None only for seq 1.
     pub prev: Option<String>,
-    /// `sha256:` of the canonical bytes of this record without `hash`.
+    /// `sha256:` of the canonical bytes of this record without `hash` and `signature`.
     pub hash: String,
+    /// The signing key's signature over (case, seq, hash); absent when the case has
+    /// no signing key (integrity only: anyone who can write the bucket could have
+    /// written the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<RecordSignature>,
+}
+
+/// A record's signature: which key, and the signature itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSignature {
+    /// The KMS key's ARN (informative: the check is against a trusted key, by fingerprint).
+    pub key_id: String,
+    /// `sha256:` of the DER public key that checks the signature.
+    pub public_key_sha256: String,
+    pub algorithm: String,
+    /// Base64 DER ECDSA signature over `signing::Signed::record(case, seq, hash)`.
+    pub value: String,
+    /// The KMS Sign request id (ties the signature to CloudTrail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The receipt for a recorded event.
@@ -152,32 +183,29 @@ pub fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl CustodyRecord {
-    /// The hash this record must carry: over its canonical form without `hash`.
+    /// The hash this record must carry: over its canonical form without `hash` and
+    /// `signature` (the signature signs the hash).
     pub fn compute_hash(&self) -> String {
         let mut v = serde_json::to_value(self).expect("records serialise");
         if let Some(o) = v.as_object_mut() {
             o.remove("hash");
+            o.remove("signature");
         }
         sha256_tagged(&canonical(&v))
     }
 
-    /// Sets `hash` and returns the canonical bytes to store.
+    /// Sets `hash` (the signature, if any, stays as it is) and returns the canonical
+    /// bytes to store.
     pub fn seal(mut self) -> (Self, Vec<u8>) {
         self.hash = self.compute_hash();
         let bytes = canonical(&self);
         (self, bytes)
     }
-}
 
-/// The object key of record `seq` of `case`.
-pub fn record_key(case: &str, seq: u64) -> String {
-    format!("cases/{case}/custody/{seq:010}.json")
-}
-
-/// The sequence number a custody key names, if it is one.
-pub fn seq_of_key(case: &str, key: &str) -> Option<u64> {
-    let name = key.strip_prefix(&format!("cases/{case}/custody/"))?.strip_suffix(".json")?;
-    (name.len() == 10 && name.bytes().all(|b| b.is_ascii_digit())).then(|| name.parse().ok()).flatten()
+    /// The canonical bytes as stored.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        canonical(self)
+    }
 }
 
 /// A problem found in the chain, with where it is.
@@ -189,14 +217,15 @@ pub struct ChainFinding {
 }
 
 /// Checks one stored record: parses, canonical, hash, case, seq matches its key.
-/// Returns the record when it can be parsed (even if other checks fail).
+/// Returns the record when it can be parsed (even if other checks fail). Its
+/// signature is checked apart, against a trusted key (`signing::TrustedKey`).
 pub fn check_record(
-    case: &str,
+    case: &CaseId,
     key: &str,
     bytes: &[u8],
     findings: &mut Vec<ChainFinding>,
 ) -> Option<CustodyRecord> {
-    let seq = seq_of_key(case, key);
+    let seq = layout::custody_seq(case, key);
     let mut find = |problem: String| findings.push(ChainFinding { seq, key: key.to_owned(), problem });
     let record: CustodyRecord = match serde_json::from_slice(bytes) {
         Ok(r) => r,
@@ -205,7 +234,9 @@ pub fn check_record(
             return None;
         }
     };
-    if record.schema != SCHEMA {
+    if record.schema == SCHEMA_UNSIGNED && record.signature.is_some() {
+        find(format!("schema {SCHEMA_UNSIGNED} has no signatures, but this record has one"));
+    } else if record.schema != SCHEMA && record.schema != SCHEMA_UNSIGNED {
         find(format!("unknown schema {:?}", record.schema));
     }
     let computed = record.compute_hash();
@@ -217,8 +248,8 @@ pub fn check_record(
     } else if canonical(&record) != bytes {
         find("bytes are not the canonical (RFC 8785) form of the record (re-serialised or edited)".into());
     }
-    if record.case != case {
-        find(format!("belongs to case {:?}, not {case:?}", record.case));
+    if record.case != case.as_str() {
+        find(format!("belongs to case {:?}, not {:?}", record.case, case.as_str()));
     }
     if Some(record.seq) != seq {
         find(format!("says seq {} but is stored as {key} (records moved or swapped)", record.seq));
@@ -228,14 +259,18 @@ pub fn check_record(
 
 /// Checks the links of an ordered run of records (by key order): gap-free from 1,
 /// each `prev` the previous record's `hash`.
-pub fn check_links(case: &str, records: &[(u64, Option<CustodyRecord>)], findings: &mut Vec<ChainFinding>) {
+pub fn check_links(
+    case: &CaseId,
+    records: &[(u64, Option<CustodyRecord>)],
+    findings: &mut Vec<ChainFinding>,
+) {
     let mut expected = 1u64;
     let mut prev_hash: Option<String> = None;
     for (seq, record) in records {
         if *seq != expected {
             findings.push(ChainFinding {
                 seq: Some(expected),
-                key: record_key(case, expected),
+                key: layout::custody_record(case, expected),
                 problem: if *seq > expected {
                     format!("missing: records {expected}..{} absent (deleted)", seq - 1)
                 } else {
@@ -248,7 +283,7 @@ pub fn check_links(case: &str, records: &[(u64, Option<CustodyRecord>)], finding
             if *seq > 1 && prev_hash.is_some() && r.prev != prev_hash {
                 findings.push(ChainFinding {
                     seq: Some(*seq),
-                    key: record_key(case, *seq),
+                    key: layout::custody_record(case, *seq),
                     problem: format!(
                         "prev is {} but record {} hashes to {} (chain broken: inserted, removed or reordered)",
                         r.prev.as_deref().unwrap_or("null"),
@@ -260,7 +295,7 @@ pub fn check_links(case: &str, records: &[(u64, Option<CustodyRecord>)], finding
             if *seq == 1 && r.prev.is_some() {
                 findings.push(ChainFinding {
                     seq: Some(1),
-                    key: record_key(case, 1),
+                    key: layout::custody_record(case, 1),
                     problem: "first record has a prev (records before it removed?)".into(),
                 });
             }
@@ -301,7 +336,12 @@ mod tests {
             details: serde_json::json!({"b": 1, "a": "é"}),
             prev,
             hash: String::new(),
+            signature: None,
         }
+    }
+
+    fn ir1() -> CaseId {
+        "IR-1".parse().unwrap()
     }
 
     fn chain(n: u64) -> Vec<(u64, Option<CustodyRecord>)> {
@@ -319,7 +359,7 @@ mod tests {
     fn sealed_record_checks_clean_and_is_canonical() {
         let (r, bytes) = sample(1, None).seal();
         let mut f = Vec::new();
-        assert_eq!(check_record("IR-1", &record_key("IR-1", 1), &bytes, &mut f), Some(r));
+        assert_eq!(check_record(&ir1(), &layout::custody_record(&ir1(), 1), &bytes, &mut f), Some(r));
         assert!(f.is_empty(), "{f:?}");
         // Keys sorted, no whitespace.
         let text = String::from_utf8(bytes).unwrap();
@@ -332,7 +372,7 @@ mod tests {
         let i = bytes.iter().position(|&b| b == b'A').unwrap();
         bytes[i] = b'B';
         let mut f = Vec::new();
-        check_record("IR-1", &record_key("IR-1", 1), &bytes, &mut f);
+        check_record(&ir1(), &layout::custody_record(&ir1(), 1), &bytes, &mut f);
         assert!(f[0].problem.contains("does not match its hash"), "{f:?}");
     }
 
@@ -341,20 +381,41 @@ mod tests {
         let mut c = chain(4);
         c.remove(2);
         let mut f = Vec::new();
-        check_links("IR-1", &c, &mut f);
+        check_links(&ir1(), &c, &mut f);
         assert!(f.iter().any(|x| x.seq == Some(3) && x.problem.starts_with("missing")), "{f:?}");
 
         let mut c = chain(3);
         let (forged, _) = sample(2, Some("sha256:00".into())).seal();
         c[1].1 = Some(forged);
         let mut f = Vec::new();
-        check_links("IR-1", &c, &mut f);
+        check_links(&ir1(), &c, &mut f);
         assert!(f.iter().any(|x| x.seq == Some(2)) && f.iter().any(|x| x.seq == Some(3)), "{f:?}");
     }
 
     #[test]
-    fn keys_round_trip() {
-        assert_eq!(seq_of_key("IR-1", &record_key("IR-1", 42)), Some(42));
-        assert_eq!(seq_of_key("IR-1", "cases/IR-1/custody/42.json"), None);
+    fn the_hash_leaves_the_signature_out_and_unsigned_schema_1_still_reads() {
+        let (r, _) = sample(1, None).seal();
+        let mut signed = r.clone();
+        signed.signature = Some(RecordSignature {
+            key_id: "k".into(),
+            public_key_sha256: "sha256:00".into(),
+            algorithm: "ECDSA_SHA_256".into(),
+            value: "AA==".into(),
+            request_id: None,
+        });
+        assert_eq!(signed.compute_hash(), r.hash);
+        let mut f = Vec::new();
+        check_record(&ir1(), &layout::custody_record(&ir1(), 1), &signed.to_bytes(), &mut f);
+        assert!(f.is_empty(), "{f:?}");
+
+        let mut v1 = sample(1, None);
+        v1.schema = SCHEMA_UNSIGNED.into();
+        let (v1, bytes) = v1.seal();
+        check_record(&ir1(), &layout::custody_record(&ir1(), 1), &bytes, &mut f);
+        assert!(f.is_empty(), "{f:?}");
+        let mut v1_signed = v1;
+        v1_signed.signature = signed.signature;
+        check_record(&ir1(), &layout::custody_record(&ir1(), 1), &v1_signed.to_bytes(), &mut f);
+        assert!(f.iter().any(|x| x.problem.contains("has no signatures")), "{f:?}");
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::custody::ChainFinding;
 use super::store::StoreError;
+use crate::text::sanitize;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -23,8 +24,20 @@ pub enum EvidenceError {
         "evidence item {id:?}: {key} already holds different bytes ({existing}, new {new}); refusing to add a second version\nfix: store it under another name, or investigate who wrote {key}"
     )]
     Conflict { id: String, key: String, existing: String, new: String },
-    #[error("the custody chain of case {case} is broken; refusing to append to it:\n{}", findings.iter().map(|f| format!("  {}: {}", f.key, f.problem)).collect::<Vec<_>>().join("\n"))]
+    #[error("the custody chain of case {case} is broken; refusing to append to it:\n{}", findings.iter().map(|f| format!("  {}: {}", sanitize(&f.key), sanitize(&f.problem))).collect::<Vec<_>>().join("\n"))]
     ChainBroken { case: String, findings: Vec<ChainFinding> },
+    #[error(
+        "custody record {seq} of case {case} is not authenticated by {key}: {}\nrefusing to append to (or sign) a chain that does not verify\nfix: run `cleanroom verify --case {case}` and find out who wrote record {seq}",
+        sanitize(reason)
+    )]
+    Unauthenticated { case: String, seq: u64, key: String, reason: String },
+    #[error(
+        "custody record {seq} of case {case} is signed (by {}), but this run has no signing key: its records would not be authenticated\nfix: set forensics.signing_key_arn in the configuration to the case's signing key",
+        sanitize(key_id)
+    )]
+    SigningKeyRequired { case: String, seq: u64, key_id: String },
+    #[error("custody record {seq} of case {case} would be {size} bytes; a record holds at most {max}")]
+    RecordTooLarge { case: String, seq: u64, size: usize, max: usize },
     #[error(
         "custody record {seq} of case {case} was written by another process {attempts} times in a row; giving up"
     )]
@@ -33,11 +46,11 @@ pub enum EvidenceError {
         "no case {case} in {location}\nfix: check the case id (`cleanroom cases` lists them) and the evidence bucket in the configuration"
     )]
     CaseMissing { case: String, location: String },
-    #[error("case {case}: {key} is not a valid {what}: {problem}")]
+    #[error("case {case}: {} is not a valid {what}: {}", sanitize(key), sanitize(problem))]
     Corrupt { case: String, key: String, what: &'static str, problem: String },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("signing the custody checkpoint with {key} failed: {message}")]
+    #[error("signing with {key} failed: {message}")]
     Signing { key: String, message: String },
     #[error("{path} is {size} bytes; S3 allows at most {max} bytes in one object")]
     TooLarge { path: PathBuf, size: u64, max: u64 },
@@ -56,6 +69,7 @@ impl EvidenceError {
         match self {
             EvidenceError::InvalidItem { .. }
             | EvidenceError::CaseMissing { .. }
+            | EvidenceError::SigningKeyRequired { .. }
             | EvidenceError::TooLarge { .. } => true,
             EvidenceError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             _ => false,

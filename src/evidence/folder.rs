@@ -2,16 +2,23 @@
 //! (`aws s3 cp --recursive s3://<bucket>/cases/<case>/ <dir>` gives that folder).
 //! A folder has no versions and no Object Lock: verify says those checks were not
 //! possible offline instead of passing them.
+//!
+//! The folder came from someone else: it is read as data only. A symbolic link (to a
+//! file or a folder) is never followed: it could point anywhere on this machine, and
+//! hashing `/dev/zero` or `/etc/shadow` as "evidence" is not verifying the case. The
+//! same goes for anything that is not a regular file (a FIFO would block forever).
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::layout;
 use super::store::{
     ByteChunks, ObjectLock, ObjectMeta, ObjectStore, Part, PutObject, StoreError, StoreErrorKind, Version,
     Written,
 };
+use crate::ids::CaseId;
 
 /// Chunk size when streaming a file from the folder.
 const CHUNK: usize = 1 << 20;
@@ -24,26 +31,65 @@ pub struct FolderStore {
 impl FolderStore {
     /// `dir` holds the case's objects (`case.json`, `custody/`, ...), or holds
     /// `cases/<case>/` below it.
-    pub fn new(dir: &Path, case: &str) -> Self {
-        let nested = dir.join("cases").join(case);
-        let root = if nested.join("case.json").exists() { nested } else { dir.to_owned() };
-        Self { root, prefix: format!("cases/{case}/") }
+    pub fn new(dir: &Path, case: &CaseId) -> Self {
+        let nested = dir.join("cases").join(case.as_str());
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        let root = if is_dir(&dir.join("cases")) && is_dir(&nested) { nested } else { dir.to_owned() };
+        Self { root, prefix: layout::case_prefix(case) }
     }
 
-    fn path(&self, key: &str) -> Option<PathBuf> {
-        let rel = key.strip_prefix(&self.prefix)?;
-        if rel.split('/').any(|c| c == ".." || c.is_empty()) {
-            return None;
+    /// The path of `key` below the root, every component of it checked not to be a
+    /// symbolic link (so nothing resolves outside the folder), the last a regular file.
+    fn path(&self, op: &'static str, key: &str) -> Result<PathBuf, StoreError> {
+        let not_found = || StoreError::new(StoreErrorKind::NotFound, op, key, "not in this case folder");
+        let rel = key.strip_prefix(&self.prefix).ok_or_else(not_found)?;
+        if rel.split('/').any(|c| c == ".." || c == "." || c.is_empty()) {
+            return Err(not_found());
         }
-        Some(self.root.join(rel))
+        let mut path = self.root.clone();
+        let components: Vec<&str> = rel.split('/').collect();
+        for (i, component) in components.iter().enumerate() {
+            path.push(component);
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+                Err(e) => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Other,
+                        op,
+                        path.display().to_string(),
+                        e.to_string(),
+                    ));
+                }
+            };
+            let last = i + 1 == components.len();
+            if meta.file_type().is_symlink() {
+                return Err(refused(
+                    op,
+                    &path,
+                    "is a symbolic link; offline verify does not follow links out of the case folder",
+                ));
+            }
+            if last && !meta.is_file() {
+                return Err(refused(op, &path, "is not a regular file"));
+            }
+            if !last && !meta.is_dir() {
+                return Err(not_found());
+            }
+        }
+        Ok(path)
     }
 
     fn read_only(&self, op: &'static str, key: &str) -> StoreError {
         StoreError::new(StoreErrorKind::Unsupported, op, key, "a case folder is read-only")
     }
 
+    /// Every entry below `dir` that is not a real folder, as a key: files, and also
+    /// links and other oddities, so verify sees them (and reading them is refused).
+    /// `file_type()` of a directory entry does not follow links: a link to a folder
+    /// is listed, not walked into.
     fn walk(&self, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-        if !dir.exists() {
+        if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
             return Ok(());
         }
         for entry in std::fs::read_dir(dir)? {
@@ -57,6 +103,37 @@ impl FolderStore {
         }
         Ok(())
     }
+}
+
+fn refused(op: &'static str, path: &Path, why: &str) -> StoreError {
+    StoreError::new(StoreErrorKind::AccessDenied, op, path.display().to_string(), why)
+}
+
+/// Opens `path`, checked to be the same regular file that was looked at (not swapped
+/// for a link in between).
+async fn open_checked(op: &'static str, path: &Path) -> Result<tokio::fs::File, StoreError> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound {
+            StoreErrorKind::NotFound
+        } else {
+            StoreErrorKind::Other
+        };
+        StoreError::new(kind, op, path.display().to_string(), e.to_string())
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let opened = file.metadata().await.map_err(|e| {
+            StoreError::new(StoreErrorKind::Other, op, path.display().to_string(), e.to_string())
+        })?;
+        let looked = std::fs::symlink_metadata(path).map_err(|e| {
+            StoreError::new(StoreErrorKind::Other, op, path.display().to_string(), e.to_string())
+        })?;
+        if !opened.is_file() || opened.dev() != looked.dev() || opened.ino() != looked.ino() {
+            return Err(refused(op, path, "changed into a link or another file while it was opened"));
+        }
+    }
+    Ok(file)
 }
 
 #[async_trait]
@@ -103,17 +180,8 @@ impl ObjectStore for FolderStore {
         Err(self.read_only("PutObjectRetention", key))
     }
     async fn get(&self, key: &str, _version_id: Option<&str>) -> Result<ByteChunks, StoreError> {
-        let path = self.path(key).ok_or_else(|| {
-            StoreError::new(StoreErrorKind::NotFound, "read", key, "not in this case folder")
-        })?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                StoreErrorKind::NotFound
-            } else {
-                StoreErrorKind::Other
-            };
-            StoreError::new(kind, "read", path.display().to_string(), e.to_string())
-        })?;
+        let path = self.path("read", key)?;
+        let file = open_checked("read", &path).await?;
         let location = path.display().to_string();
         let stream = futures::stream::unfold((file, location), |(mut file, location)| async move {
             use tokio::io::AsyncReadExt;
@@ -133,8 +201,12 @@ impl ObjectStore for FolderStore {
         Ok(Box::pin(stream))
     }
     async fn head(&self, key: &str, _version_id: Option<&str>) -> Result<Option<ObjectMeta>, StoreError> {
-        let Some(path) = self.path(key) else { return Ok(None) };
-        match tokio::fs::metadata(&path).await {
+        let path = match self.path("stat", key) {
+            Ok(p) => p,
+            Err(e) if e.is(StoreErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match tokio::fs::symlink_metadata(&path).await {
             Ok(m) => Ok(Some(ObjectMeta {
                 key: key.into(),
                 version_id: None,

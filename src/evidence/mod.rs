@@ -1,14 +1,15 @@
 //! The evidence layer every stage writes through: a case in the evidence bucket, its
-//! hash-chained custody log, its evidence items (locked, checksummed, read back) and
-//! its manifest.
+//! hash-chained, signed custody log, its evidence items (locked, checksummed, read
+//! back) and its manifest. Where each object lives is [`layout`]'s to say.
 //!
 //! ```text
 //! cases/<case>/case.json                 who opened it, when, config digest, tool
-//! cases/<case>/custody/<seq>.json        one record per event, RFC 8785, chained
-//! cases/<case>/evidence/<account>/<subject>/<name>
+//! cases/<case>/custody/<seq>.json        one record per event, RFC 8785, chained, signed
+//! cases/<case>/evidence/<account>/<subject>/[<sub>/]<name>
 //! cases/<case>/manifest.json             every item and the custody head (versions)
-//! cases/<case>/keys/<fingerprint>.pem    public keys of signed checkpoints
+//! cases/<case>/keys/<sha256>.pem         public key the records are signed with
 //! cases/<case>/report/report.html|md|json
+//! cases/<case>/journal/<entry>.json      the operational journal
 //! ```
 
 use std::sync::Arc;
@@ -21,12 +22,15 @@ pub mod custody;
 pub mod digest;
 pub mod error;
 pub mod folder;
+pub mod layout;
+pub mod signing;
 pub mod store;
 pub mod upload;
 
 pub use case::{Case, CaseFile, ChainHead, Manifest, ManifestItem, NewItem, Retention};
 pub use custody::{
-    Action, Actor, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo, ToolInfo,
+    Action, Actor, CustodyEvent, CustodyReceipt, CustodyRecord, EvidenceRef, HostInfo, RecordSignature,
+    ToolInfo,
 };
 pub use error::EvidenceError;
 pub use store::{LockMode, ObjectStore};
@@ -66,8 +70,27 @@ pub async fn evidence_store(aws: &crate::aws::Aws, config: &Config) -> Arc<dyn O
     Arc::new(crate::aws::s3::S3Store::new(clients.s3.clone(), config.forensics.evidence_bucket.clone()))
 }
 
+/// The configured signing key as a trusted key (KMS GetPublicKey of
+/// `signing_key_arn`), or None when none is configured.
+pub async fn configured_key(
+    aws: &crate::aws::Aws,
+    config: &Config,
+) -> Result<Option<signing::TrustedKey>, EvidenceError> {
+    let Some(arn) = &config.forensics.signing_key_arn else { return Ok(None) };
+    let clients = aws.forensics().await;
+    let signer = crate::aws::kms::KmsSigner::new(clients.kms.clone(), arn.clone());
+    let der = signing::Signer::public_key_der(&signer).await?;
+    let key =
+        signing::TrustedKey::from_bytes(&der, signing::KeySource::Configured { key_id: arn.to_string() })
+            .map_err(|message| EvidenceError::Signing { key: arn.to_string(), message })?;
+    Ok(Some(key))
+}
+
 /// Opens (or creates) `case` in the configured evidence bucket, as the caller STS
-/// names, with COMPLIANCE retention of `retention_days` on everything written.
+/// names, with COMPLIANCE retention of `retention_days` on everything written, every
+/// record signed with the configured `signing_key_arn`. Without a signing key the case
+/// still opens (containment must not wait for a key), with a loud warning: its records
+/// prove integrity only, and anyone who can write to the bucket could forge them.
 pub async fn open_case(
     aws: &crate::aws::Aws,
     config: &Config,
@@ -85,5 +108,19 @@ pub async fn open_case(
     };
     let store = evidence_store(aws, config).await;
     let retention = Retention::explicit(LockMode::Compliance, config.forensics.retention_days);
-    Ok(Case::open_with(store, case, actor, tool_info(), config_digest(config), retention).await?)
+    let opened = match &config.forensics.signing_key_arn {
+        Some(arn) => {
+            let signer = Arc::new(crate::aws::kms::KmsSigner::new(clients.kms.clone(), arn.clone()));
+            Case::open_signed(store, case, actor, tool_info(), config_digest(config), retention, signer)
+                .await?
+        }
+        None => {
+            tracing::warn!(
+                case = %case,
+                "NO SIGNING KEY CONFIGURED: the custody records of this case are not signed; anyone who can write to the evidence bucket could forge them, and `verify` can prove integrity only (set forensics.signing_key_arn)"
+            );
+            Case::open_with(store, case, actor, tool_info(), config_digest(config), retention).await?
+        }
+    };
+    Ok(opened)
 }

@@ -181,7 +181,9 @@ pub trait ObjectStore: Send + Sync {
     async fn head(&self, key: &str, version_id: Option<&str>) -> Result<Option<ObjectMeta>, StoreError>;
     /// Keys of current objects under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
-    /// Every version and delete marker under `prefix`.
+    /// Every version and delete marker under `prefix`, keys in order and the
+    /// versions of each key newest first, as S3 lists them (the original version of a
+    /// key is its last non-delete-marker entry).
     async fn list_versions(&self, prefix: &str) -> Result<Vec<Version>, StoreError>;
 }
 

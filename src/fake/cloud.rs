@@ -104,6 +104,9 @@ pub struct FakeCloud {
     pub world: Arc<World>,
 }
 
+/// One account and region's state, shared by its views.
+type SharedState = Arc<Mutex<State>>;
+
 /// What every account of a fake world shares.
 #[derive(Default)]
 pub struct World {
@@ -112,7 +115,7 @@ pub struct World {
     latency: Mutex<Option<Duration>>,
     /// Snapshots, volumes, keys and events, across accounts.
     pub ebs: Mutex<super::world::EbsWorld>,
-    states: Mutex<BTreeMap<(AccountId, Region), Arc<Mutex<State>>>>,
+    states: Mutex<BTreeMap<(AccountId, Region), SharedState>>,
 }
 
 /// The account and region of `FakeCloud::new()`.

@@ -5,5 +5,6 @@
 pub mod accounts;
 pub mod cloud;
 pub mod custody;
+pub mod signer;
 pub mod store;
 pub mod world;

@@ -413,7 +413,8 @@ impl ObjectStore for MemoryStore {
         let s = self.state();
         let mut out = Vec::new();
         for (k, vs) in s.objects.iter().filter(|(k, _)| k.starts_with(prefix)) {
-            for (i, o) in vs.iter().enumerate() {
+            // Newest first, as S3 lists the versions of a key.
+            for (i, o) in vs.iter().enumerate().rev() {
                 out.push(Version {
                     key: k.clone(),
                     version_id: Some(o.version_id.clone()),

@@ -125,7 +125,7 @@ impl ReadOnlyCase {
         case: &crate::ids::CaseId,
     ) -> Result<Self, CustodyError> {
         let exists =
-            store.head(&crate::evidence::case::case_key(case.as_str()), None).await.map_err(fail)?.is_some();
+            store.head(&crate::evidence::layout::case_file(case), None).await.map_err(fail)?.is_some();
         let loaded = if exists {
             Some(crate::verify::load_case(store.as_ref(), case).await.map_err(fail)?)
         } else {

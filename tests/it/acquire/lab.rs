@@ -4,7 +4,7 @@
 
 use aws_sdk_ec2::types::Filter;
 use cleanroom::aws::s3::S3Store;
-use cleanroom::evidence::store::{ObjectStore, get_all};
+use cleanroom::evidence::store::get_all;
 use cleanroom::lab::scenario::{self, Suspect};
 
 use crate::support::*;
@@ -114,9 +114,10 @@ async fn acquire_hands_off_both_disks_captures_the_launch_and_verifies_online_an
     assert_eq!(summary["trail"]["launched_by"]["source_ip"], scenario::ATTACKER_IP);
 
     w.f.cleanroom(&["verify", "--case", case]).success();
-    let dir = tempfile::tempdir().unwrap();
-    crate::evidence::tamper::download(&w.store() as &dyn ObjectStore, case, dir.path()).await;
-    w.f.cleanroom(&["verify", "--case", case, "--dir", dir.path().to_str().unwrap()]).success();
+    let (_dir, folder, key) = crate::evidence::forgery::hand_over(&w.f, case).await;
+    w.f.cleanroom(&["verify", "--case", case, "--dir", &folder, "--public-key", &key])
+        .success()
+        .stdout_has("VERIFIED");
 
     // A rerun changes nothing and makes nothing twice.
     w.f.cleanroom(&["acquire", &w.suspect.arn(), "--case", case, "--no-analysis"]).success();

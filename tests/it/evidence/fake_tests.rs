@@ -6,7 +6,7 @@ use cleanroom::error::ExitKind;
 use cleanroom::evidence::EvidenceError;
 use cleanroom::evidence::store::StoreErrorKind;
 use cleanroom::fake::store::{Faults, MemoryStore};
-use cleanroom::verify::{VerifyOptions, verify_case};
+use cleanroom::verify::verify_case;
 
 use super::*;
 
@@ -15,7 +15,16 @@ fn acct() -> AccountId {
 }
 
 async fn open_mem(store: &Arc<MemoryStore>, name: &str) -> Result<Case, EvidenceError> {
-    Case::open(store.clone(), &case_id(name), actor(&acct()), tool(), "sha256:config".into()).await
+    Case::open_signed(
+        store.clone(),
+        &case_id(name),
+        actor(&acct()),
+        tool(),
+        "sha256:config".into(),
+        Retention::bucket_default(),
+        local_signer(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -45,8 +54,8 @@ async fn killed_during_a_multipart_upload_loses_nothing_and_rerun_completes_the_
     let r = case.store_file(item(&acct(), "disk.raw"), &path, &Silent).await.unwrap();
     assert_eq!(r.sha256, cleanroom::evidence::digest::sha256_tagged(&pattern(50 << 20)));
     case.seal().await.unwrap();
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
-    assert!(report.ok(), "{:#?}", report.findings);
+    let report = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
     assert_eq!(report.items.len(), 2);
 }
 
@@ -59,7 +68,7 @@ async fn killed_between_the_evidence_write_and_its_custody_record_rerun_adopts_t
     let value = serde_json::json!({"state": "prior"});
     case.store_json(item(&acct(), "prior.json"), &value).await.unwrap_err();
     store.set_faults(Faults::default());
-    let orphan = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    let orphan = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
     assert!(
         orphan.findings.iter().any(|f| f.problem.contains("no custody record accounts")),
         "{:#?}",
@@ -70,11 +79,10 @@ async fn killed_between_the_evidence_write_and_its_custody_record_rerun_adopts_t
     let r = case.store_json(item(&acct(), "prior.json"), &value).await.unwrap();
     let versions = store.list_versions(&r.s3_key).await.unwrap();
     assert_eq!(versions.len(), 1, "no second version: {versions:?}");
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
-    assert!(report.ok(), "{:#?}", report.findings);
+    let report = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
     // Different bytes under the same key are refused, never written as a new version.
-    let other =
-        Case::open(store.clone(), &case_id("IR-BETWEEN"), actor(&acct()), tool(), "x".into()).await.unwrap();
+    let other = open_mem(&store, "IR-BETWEEN").await.unwrap();
     let mut clash = item(&acct(), "prior.json");
     clash.id = "another-id".into();
     let err = other.store_json(clash, &serde_json::json!({"state": "forged"})).await.unwrap_err();
@@ -148,8 +156,8 @@ async fn concurrent_writers_on_the_fake_interleave_into_one_chain() {
         }
     );
     let _ = (x, y);
-    let r = verify_case(store.as_ref(), &case_id("IR-RACE"), &VerifyOptions::default()).await.unwrap();
-    assert!(r.ok(), "{:#?}", r.findings);
+    let r = verify_case(store.as_ref(), &case_id("IR-RACE"), &local_trust()).await.unwrap();
+    assert!(r.verified(), "{:#?}", r.findings);
     assert_eq!(r.custody.records, 21);
 }
 

@@ -87,17 +87,21 @@ async fn two_writers_never_fork_the_chain() {
     assert_eq!(all, (2..=21).collect::<Vec<_>>(), "every record got its own seq, none lost");
     // A third reader walks a single, unbroken chain.
     let report =
-        cleanroom::verify::verify_case(s3_store(&f).as_ref(), &case_id("IR-LAB-RACE"), &Default::default())
+        cleanroom::verify::verify_case(s3_store(&f).as_ref(), &case_id("IR-LAB-RACE"), &kms_trust(&f).await)
             .await
             .unwrap();
-    assert!(report.ok(), "{:#?}", report.findings);
+    assert!(report.verified(), "{:#?}", report.findings);
     assert_eq!(report.custody.records, 21);
 }
 
 #[tokio::test]
 async fn retention_cannot_be_removed_in_the_lab_bucket() {
-    // The COMPLIANCE lab bucket refuses what the tamper suite must therefore model
-    // with a GOVERNANCE bucket or the fake: deleting a locked custody record.
+    // The COMPLIANCE lab bucket refuses what the tamper suite must therefore model with
+    // a GOVERNANCE bucket or the fake: removing, shortening or weakening the retention
+    // of a locked custody record. Each attempt must be refused as AccessDenied, and the
+    // version must keep exactly the retention it had.
+    use aws_sdk_s3::primitives::DateTime;
+    use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
     let f = Forensics::seed().await;
     let case = open(&f, "IR-LAB-LOCK").await;
     let receipt = case
@@ -110,15 +114,50 @@ async fn retention_cannot_be_removed_in_the_lab_bucket() {
         })
         .await
         .unwrap();
+    let store = s3_store(&f);
+    let version = receipt.version_id.clone().unwrap();
+    let before = store.head(&receipt.s3_key, Some(&version)).await.unwrap().unwrap();
+    let (mode, until) = (before.lock_mode.unwrap(), before.retain_until.unwrap());
+    assert_eq!(mode, LockMode::Compliance, "{before:?}");
+    let sooner = DateTime::from_secs(until.unix_timestamp() - 3600);
+    let attempts = [
+        ("removed", ObjectLockRetention::builder().build()),
+        (
+            "shortened",
+            ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::Compliance)
+                .retain_until_date(sooner)
+                .build(),
+        ),
+        (
+            "switched to GOVERNANCE",
+            ObjectLockRetention::builder()
+                .mode(ObjectLockRetentionMode::Governance)
+                .retain_until_date(DateTime::from_secs(until.unix_timestamp()))
+                .build(),
+        ),
+    ];
     let s3 = f.clients().s3;
-    let del = s3
-        .delete_object()
-        .bucket(f.config.forensics.evidence_bucket.as_str())
-        .key(&receipt.s3_key)
-        .version_id(receipt.version_id.clone().unwrap())
-        .send()
-        .await;
-    assert!(del.is_err(), "a COMPLIANCE-locked custody record must not be deletable");
+    for (what, retention) in attempts {
+        let err = s3
+            .put_object_retention()
+            .bucket(f.config.forensics.evidence_bucket.as_str())
+            .key(&receipt.s3_key)
+            .version_id(&version)
+            .retention(retention)
+            .bypass_governance_retention(true)
+            .send()
+            .await
+            .expect_err(what);
+        let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&err);
+        assert_eq!(code, Some("AccessDenied"), "retention {what}: {err:?}");
+        let after = store.head(&receipt.s3_key, Some(&version)).await.unwrap().unwrap();
+        assert_eq!(
+            (after.lock_mode, after.retain_until),
+            (Some(mode), Some(until)),
+            "retention {what}: the lock changed although the call failed"
+        );
+    }
 }
 
 /// The S3 store, but the process "dies" at its Nth write: from then on every call
@@ -244,16 +283,18 @@ async fn killed_mid_upload_against_the_lab_rerun_completes_with_no_gap() {
     let path = dir.path().join("disk.raw");
     std::fs::write(&path, pattern(60 << 20)).unwrap();
 
-    // Same chain state, through a store that dies at the 3rd write (2 parts up).
+    // Same chain state, through a store that dies at the 4th write: opening tries
+    // case.json and the public key (both there already), then 2 parts go up.
     let dying: Arc<dyn ObjectStore> =
-        Arc::new(Dying { inner: s3_store(&f), writes: Default::default(), die_at: 3 });
-    let doomed = Case::open_with(
+        Arc::new(Dying { inner: s3_store(&f), writes: Default::default(), die_at: 4 });
+    let doomed = Case::open_signed(
         dying,
         &case_id("IR-LAB-KILL"),
         actor(&f.account),
         tool(),
         "sha256:config".into(),
         Retention::explicit(LockMode::Compliance, 1),
+        kms_signer(&f),
     )
     .await
     .unwrap();
@@ -266,10 +307,10 @@ async fn killed_mid_upload_against_the_lab_rerun_completes_with_no_gap() {
     let r = rerun.store_file(item(&f.account, "disk.raw"), &path, &Silent).await.unwrap();
     assert_eq!(r.sha256, cleanroom::evidence::digest::sha256_tagged(&pattern(60 << 20)));
     let report =
-        cleanroom::verify::verify_case(s3_store(&f).as_ref(), &case_id("IR-LAB-KILL"), &Default::default())
+        cleanroom::verify::verify_case(s3_store(&f).as_ref(), &case_id("IR-LAB-KILL"), &kms_trust(&f).await)
             .await
             .unwrap();
-    assert!(report.ok(), "{:#?}", report.findings);
+    assert!(report.verified(), "{:#?}", report.findings);
     assert_eq!((report.items.len(), report.custody.records), (2, 3));
 }
 
@@ -277,13 +318,14 @@ async fn killed_mid_upload_against_the_lab_rerun_completes_with_no_gap() {
 async fn legal_hold_is_set_when_asked() {
     let f = Forensics::seed().await;
     let retention = Retention { legal_hold: true, ..Retention::explicit(LockMode::Compliance, 1) };
-    let case = Case::open_with(
+    let case = Case::open_signed(
         s3_store(&f),
         &case_id("IR-LAB-HOLD"),
         actor(&f.account),
         tool(),
         "sha256:config".into(),
         retention,
+        kms_signer(&f),
     )
     .await
     .unwrap();
@@ -315,4 +357,34 @@ async fn a_corrupted_upload_is_refused_by_its_checksum() {
         .unwrap_err();
     assert!(err.message.contains("BadDigest"), "{err}");
     assert!(store.head("cases/IR-LAB-BAD/evidence/x", None).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn per_volume_outputs_live_one_folder_below_their_instance() {
+    let f = Forensics::seed().await;
+    let case = open(&f, "IR-LAB-VOL").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.raw");
+    std::fs::write(&path, pattern(1 << 20)).unwrap();
+    let r =
+        case.store_file(item(&f.account, "vol-0123456789abcdef0/image.raw"), &path, &Silent).await.unwrap();
+    assert_eq!(
+        r.s3_key,
+        format!(
+            "cases/IR-LAB-VOL/evidence/{}/i-0123456789abcdef0/vol-0123456789abcdef0/image.raw",
+            f.account
+        )
+    );
+    for bad in ["vol-0123456789abcdef0/sub/image.raw", "../image.raw", "vol-0123456789abcdef0/.."] {
+        let err = case.store_file(item(&f.account, bad), &path, &Silent).await.unwrap_err();
+        assert!(
+            matches!(err, cleanroom::evidence::EvidenceError::InvalidItem { field: "name", .. }),
+            "{bad}: {err}"
+        );
+    }
+    let report =
+        cleanroom::verify::verify_case(s3_store(&f).as_ref(), &case_id("IR-LAB-VOL"), &kms_trust(&f).await)
+            .await
+            .unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
 }

@@ -17,7 +17,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
 use cleanroom::evidence::store::get_all;
 use cleanroom::fake::store::MemoryStore;
-use cleanroom::verify::{VerifyOptions, verify_case};
+use cleanroom::verify::verify_case;
 
 use super::*;
 
@@ -44,25 +44,26 @@ async fn governance_case(f: &mut Forensics, name: &str) -> (Case, Arc<dyn Object
     f.config.forensics.evidence_bucket = bucket.clone();
     f.save();
     let store: Arc<dyn ObjectStore> = Arc::new(S3Store::new(f.clients().s3, bucket));
-    let case = Case::open_with(
+    let case = Case::open_signed(
         store.clone(),
         &case_id(name),
         actor(&f.account),
         tool(),
         "sha256:config".into(),
         Retention::explicit(LockMode::Governance, 1),
+        kms_signer(f),
     )
     .await
     .unwrap();
     populated(&case, &f.account, 20 << 20).await;
-    let clean = verify_case(store.as_ref(), &case_id(name), &VerifyOptions::default()).await.unwrap();
-    assert!(clean.ok(), "before tampering the case verifies: {:#?}", clean.findings);
+    let clean = verify_case(store.as_ref(), &case_id(name), &kms_trust(f).await).await.unwrap();
+    assert!(clean.verified(), "before tampering the case verifies: {:#?}", clean.findings);
     (case, store)
 }
 
 #[track_caller]
-fn assert_found(report: &cleanroom::verify::VerifyReport, location_has: &str, problem_has: &str) {
-    assert!(!report.ok(), "verify must fail");
+pub fn assert_found(report: &cleanroom::verify::VerifyReport, location_has: &str, problem_has: &str) {
+    assert!(!report.intact() && !report.verified(), "verify must fail");
     assert!(
         report.findings.iter().any(|f| f.location.contains(location_has) && f.problem.contains(problem_has)),
         "no finding at {location_has:?} saying {problem_has:?}: {:#?}",
@@ -86,7 +87,7 @@ async fn new_version_of_an_evidence_object_with_one_byte_flipped_is_found() {
         .send()
         .await
         .unwrap();
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    let report = verify_case(store.as_ref(), case.id(), &kms_trust(&f).await).await.unwrap();
     assert_found(&report, &item.s3_key, "has 2 versions");
     // Through the CLI too: exit 1, and the table names the key.
     f.cleanroom(&["verify", "--case", "IR-T-FLIP"])
@@ -113,9 +114,15 @@ async fn edited_custody_record_is_found() {
         .send()
         .await
         .unwrap();
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
-    assert_found(&report, key, "does not match its hash");
+    // Online the original version is read (and the new one reported); a downloaded
+    // copy holds the edited one, whose content no longer matches its hash.
+    let report = verify_case(store.as_ref(), case.id(), &kms_trust(&f).await).await.unwrap();
     assert_found(&report, key, "has 2 versions");
+    let dir = tempfile::tempdir().unwrap();
+    download(store.as_ref(), "IR-T-EDIT", dir.path()).await;
+    let folder = cleanroom::evidence::folder::FolderStore::new(dir.path(), case.id());
+    let offline = verify_case(&folder, case.id(), &kms_trust(&f).await).await.unwrap();
+    assert_found(&offline, key, "does not match its hash");
 }
 
 #[tokio::test]
@@ -134,7 +141,7 @@ async fn deleted_custody_record_is_found() {
         .send()
         .await
         .unwrap();
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    let report = verify_case(store.as_ref(), case.id(), &kms_trust(&f).await).await.unwrap();
     assert_found(&report, key, "missing");
 }
 
@@ -155,7 +162,7 @@ async fn replaced_manifest_is_found() {
         .send()
         .await
         .unwrap();
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    let report = verify_case(store.as_ref(), case.id(), &kms_trust(&f).await).await.unwrap();
     assert_found(&report, key, "is not the one sealed");
 }
 
@@ -182,7 +189,7 @@ async fn shortened_retention_is_found() {
         .send()
         .await
         .unwrap();
-    let report = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    let report = verify_case(store.as_ref(), case.id(), &kms_trust(&f).await).await.unwrap();
     assert_found(&report, &item.s3_key, "shortened");
 }
 
@@ -197,12 +204,20 @@ pub async fn download(store: &dyn ObjectStore, case: &str, dir: &Path) {
     }
 }
 
-async fn memory_case(name: &str) -> (Case, Arc<MemoryStore>) {
+pub async fn memory_case(name: &str) -> (Case, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::with_default_lock("tamper", LockMode::Compliance, 30));
     let account: AccountId = "111122223333".parse().unwrap();
-    let case = Case::open(store.clone(), &case_id(name), actor(&account), tool(), "sha256:config".into())
-        .await
-        .unwrap();
+    let case = Case::open_signed(
+        store.clone(),
+        &case_id(name),
+        actor(&account),
+        tool(),
+        "sha256:config".into(),
+        Retention::bucket_default(),
+        local_signer(),
+    )
+    .await
+    .unwrap();
     populated(&case, &account, 20 << 20).await;
     (case, store)
 }
@@ -210,12 +225,12 @@ async fn memory_case(name: &str) -> (Case, Arc<MemoryStore>) {
 #[tokio::test]
 async fn offline_folder_flipped_byte_inserted_and_swapped_records_are_found() {
     let (case, store) = memory_case("IR-T-DIR").await;
-    let opts = VerifyOptions::default();
+    let opts = local_trust();
     let dir = tempfile::tempdir().unwrap();
     download(store.as_ref(), "IR-T-DIR", dir.path()).await;
-    let folder = cleanroom::evidence::folder::FolderStore::new(dir.path(), "IR-T-DIR");
+    let folder = cleanroom::evidence::folder::FolderStore::new(dir.path(), case.id());
     let clean = verify_case(&folder, case.id(), &opts).await.unwrap();
-    assert!(clean.ok(), "{:#?}", clean.findings);
+    assert!(clean.verified(), "{:#?}", clean.findings);
     assert!(!clean.locks_checked && clean.notes.iter().any(|n| n.contains("not checked")));
 
     // Flipped byte in place.
@@ -240,7 +255,7 @@ async fn offline_folder_flipped_byte_inserted_and_swapped_records_are_found() {
     assert_found(&r, "custody/0000000004.json", "says seq 3");
     std::fs::write(&a, &ta).unwrap();
     std::fs::write(&b, &tb).unwrap();
-    assert!(verify_case(&folder, case.id(), &opts).await.unwrap().ok());
+    assert!(verify_case(&folder, case.id(), &opts).await.unwrap().verified());
 
     // Inserted: a forged record at 3, later ones renumbered by file name.
     let mut files: Vec<_> = std::fs::read_dir(&custody).unwrap().map(|e| e.unwrap().path()).collect();
@@ -267,7 +282,7 @@ async fn removed_retention_and_fully_deleted_record_are_found_in_a_store_without
     let item = case.items().await.into_iter().find(|i| i.name == "console.bin").unwrap();
     store.tamper_remove_retention(&item.s3_key);
     store.tamper_delete("cases/IR-T-FAKE/custody/0000000002.json");
-    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
+    let r = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
     assert_found(&r, &item.s3_key, "no Object Lock retention");
     assert_found(&r, "custody/0000000002.json", "missing");
 }
@@ -275,31 +290,33 @@ async fn removed_retention_and_fully_deleted_record_are_found_in_a_store_without
 #[tokio::test]
 async fn truncated_chain_tail_is_found_by_objects_no_record_accounts_for() {
     let (case, store) = memory_case("IR-T-TRUNC").await;
-    let signer = cleanroom::evidence::checkpoint::LocalSigner::from_seed(7);
-    case.checkpoint(&signer).await.unwrap();
+    case.checkpoint(local_signer().as_ref()).await.unwrap();
     let head = case.head().await.unwrap();
-    // Rewrite history: drop the last two records (checkpoint and seal).
+    // Rewrite history: drop the last two records (checkpoint and seal). Every record
+    // left is genuinely signed: truncation is found by what the tail leaves behind.
     store.tamper_delete(&format!("cases/IR-T-TRUNC/custody/{:010}.json", head.seq));
     store.tamper_delete(&format!("cases/IR-T-TRUNC/custody/{:010}.json", head.seq - 1));
-    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
-    // The tail of a chain leaves traces: the sealed manifest and the checkpoint's
-    // public key are no longer accounted for by any record.
-    assert_found(&r, "manifest.json", "no custody record accounts");
-    assert_found(&r, "/keys/", "no custody record accounts");
+    let r = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
+    assert_found(&r, "manifest.json", "no manifest_sealed record seals this version");
 }
 
 #[tokio::test]
-async fn checkpoint_signature_verifies_with_the_public_key_alone_and_fails_with_another() {
+async fn checkpoint_signature_verifies_with_the_trusted_key_and_fails_with_another() {
     let (case, store) = memory_case("IR-T-SIG").await;
-    let signer = cleanroom::evidence::checkpoint::LocalSigner::from_seed(7);
-    case.checkpoint(&signer).await.unwrap();
-    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
-    assert!(r.ok(), "{:#?}", r.findings);
+    case.checkpoint(local_signer().as_ref()).await.unwrap();
+    let r = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
+    assert!(r.verified(), "{:#?}", r.findings);
     assert_eq!(r.custody.checkpoints_verified, 1);
-    use cleanroom::evidence::checkpoint::Signer;
-    let other = cleanroom::evidence::checkpoint::LocalSigner::from_seed(9).public_key_der().await.unwrap();
-    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions { public_key: Some(other) }).await.unwrap();
-    assert_found(&r, "custody/", "signature does not verify");
+    let other = LocalSigner::from_seed(9).public_key_pem();
+    let other = VerifyOptions {
+        trust: Trust::Key(
+            TrustedKey::from_bytes(other.as_bytes(), KeySource::File { path: "other.pem".into() }).unwrap(),
+        ),
+    };
+    let r = verify_case(store.as_ref(), case.id(), &other).await.unwrap();
+    assert_found(&r, "custody/", "not the trusted key");
+    assert!(r.verdict().contains("no record carries a valid signature"), "{}", r.verdict());
+    assert_eq!(r.custody.checkpoints_verified, 0);
 }
 
 #[tokio::test]
@@ -308,7 +325,12 @@ async fn replaced_case_file_is_found() {
     let key = "cases/IR-T-CASEFILE/case.json";
     let text = String::from_utf8(store.read(key).unwrap()).unwrap().replace("Ada Examiner", "Eve Examiner");
     store.tamper_new_version(key, text.into_bytes());
-    let r = verify_case(store.as_ref(), case.id(), &VerifyOptions::default()).await.unwrap();
-    assert_found(&r, key, "the case_opened record says");
+    let r = verify_case(store.as_ref(), case.id(), &local_trust()).await.unwrap();
     assert_found(&r, key, "has 2 versions");
+    // A downloaded copy holds the replacement: it is not the case.json the chain names.
+    let dir = tempfile::tempdir().unwrap();
+    download(store.as_ref(), "IR-T-CASEFILE", dir.path()).await;
+    let folder = cleanroom::evidence::folder::FolderStore::new(dir.path(), case.id());
+    let r = verify_case(&folder, case.id(), &local_trust()).await.unwrap();
+    assert_found(&r, key, "the case_opened record says");
 }

@@ -12,11 +12,18 @@ pub mod cloud;
 pub mod config;
 pub mod error;
 pub mod evidence;
+/// In-memory fakes behind the cloud and store traits, with fault injection.
+#[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod ids;
 pub mod isolate;
 
+/// The local lab: launcher and seeding, for the drill (and, with `test-support`, tests).
+#[cfg(feature = "test-support")]
 pub mod lab;
+#[cfg(not(feature = "test-support"))]
+#[allow(dead_code)]
+pub(crate) mod lab;
 pub mod pipeline;
 pub mod preflight;
 pub mod progress;

@@ -42,6 +42,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// A 20-cell text bar for a percentage (the spinner line shows it after the scope).
+fn progress_bar(percent: u8) -> String {
+    let filled = usize::from(percent.min(100)) / 5;
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -109,6 +115,13 @@ impl Reporter for BarReporter {
             let _ = self.bars.println(format!("warning: {scope}: {message}"));
         } else {
             eprintln!("warning: {scope}: {message}");
+        }
+    }
+
+    fn percent(&self, scope: &str, percent: u8) {
+        if self.enabled {
+            let bar = self.bar(scope);
+            bar.set_message(format!("{} {percent:>3}%", progress_bar(percent)));
         }
     }
 

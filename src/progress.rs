@@ -14,6 +14,8 @@ pub trait Reporter: Send + Sync {
     fn warn(&self, scope: &str, message: &str);
     /// Bytes moved so far in a transfer of `scope`.
     fn bytes(&self, _scope: &str, _done: u64, _total: Option<u64>) {}
+    /// Percent done of `scope` (a snapshot, a copy), as AWS reports it.
+    fn percent(&self, _scope: &str, _percent: u8) {}
 }
 
 /// Reports nothing.

@@ -177,9 +177,7 @@ impl StageWork for ProtectStage {
                 let left = ProtectPlan::decide(&run.case, &i, &a);
                 vec![Check::new(
                     "protected",
-                    !left.termination_protection
-                        && !left.shutdown_stop
-                        && left.keep_volumes.is_empty(),
+                    !left.termination_protection && !left.shutdown_stop && left.keep_volumes.is_empty(),
                     if left.is_empty() {
                         "termination protection, stop on shutdown, volumes kept".into()
                     } else {

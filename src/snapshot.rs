@@ -164,8 +164,7 @@ pub async fn wait(
             .await
             .map_err(|source| SnapshotError::Read { ids: joined(ids), source })?;
         for s in &now {
-            let pct = s.percent().unwrap_or(0) as u64;
-            run.reporter.bytes(&format!("{label} {}", s.id), pct, Some(100));
+            run.reporter.percent(&format!("{label} {}", s.id), s.percent().unwrap_or(0));
         }
         if now.iter().all(|s| s.state != SnapshotState::Pending) {
             for s in &now {

@@ -77,7 +77,7 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<ExitKind> {
     if ctx.global.json {
         let out =
             serde_json::json!({ "cases": json, "authenticated_by": key.as_ref().map(|k| &k.fingerprint) });
-        println!("{}", json_for_terminal(&out));
+        super::out(&format!("{}\n", json_for_terminal(&out)));
         return Ok(ExitKind::Done);
     }
     let mut human = if rows.is_empty() {
@@ -90,6 +90,6 @@ pub async fn run(ctx: &Context, _args: Args) -> Result<ExitKind> {
             "note: no signing key configured: states are read from records that could not be authenticated\n",
         );
     }
-    print!("{human}");
+    super::out(&human);
     Ok(ExitKind::Done)
 }

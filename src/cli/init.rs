@@ -14,7 +14,7 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     if args.stdout {
-        print!("{}", config::EXAMPLE);
+        super::out(config::EXAMPLE);
         return Ok(ExitKind::Done);
     }
     config::write_example(&ctx.global.config)?;

@@ -112,12 +112,11 @@ impl Context {
     /// Prints a result on stdout: JSON with `--json`, else the human text.
     pub fn emit(&self, json: &serde_json::Value, human: &str) {
         if self.global.json {
-            println!("{}", serde_json::to_string_pretty(json).expect("JSON values serialise"));
+            out(&format!("{}\n", crate::text::json_for_terminal(json)));
+        } else if human.ends_with('\n') {
+            out(human);
         } else {
-            print!("{human}");
-            if !human.ends_with('\n') {
-                println!();
-            }
+            out(&format!("{human}\n"));
         }
     }
 }
@@ -134,6 +133,20 @@ pub async fn run(cli: Cli, reporter: Arc<dyn Reporter>) -> Result<crate::error::
         Command::Report(args) => report::run(&ctx, args).await,
         Command::Cases(args) => cases::run(&ctx, args).await,
         Command::Drill(args) => drill::run(&ctx, args).await,
+    }
+}
+
+/// Writes to stdout. When the reader has gone (`cleanroom ... | head`), the process
+/// ends quietly with success: the work is recorded, only the view was cut short.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(crate::error::ExitKind::Failed as i32);
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
                 .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{text}"),
+        None => super::out(&text),
     }
     eprintln!(
         "stored as {} (version {}), custody record {}",

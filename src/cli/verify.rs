@@ -154,7 +154,7 @@ fn print(ctx: &Context, report: &VerifyReport) {
             o.insert("intact".into(), report.intact().into());
             o.insert("verdict".into(), report.verdict().into());
         }
-        println!("{}", json_for_terminal(&json));
+        super::out(&format!("{}\n", json_for_terminal(&json)));
         return;
     }
     let cell = |s: &str| sanitize(s).into_owned();
@@ -201,7 +201,7 @@ fn print(ctx: &Context, report: &VerifyReport) {
         human.push_str(&format!("note: {}\n", cell(n)));
     }
     human.push_str(&format!("\n{}\n", cell(&report.verdict())));
-    print!("{human}");
+    super::out(&human);
 }
 
 fn short(digest: &str) -> String {

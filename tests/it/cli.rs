@@ -48,3 +48,20 @@ fn init_writes_a_config_that_loads_and_never_overwrites() {
     assert!(std::fs::read_to_string(&path).unwrap().contains("[forensics]"));
     cleanroom(&["--config", p, "init"]).expect_code(2).stderr_has("refusing to overwrite");
 }
+
+// Regression (spine issue): `cleanroom ... | head` closed stdout early and the binary
+// panicked on the broken pipe. It now ends quietly with success.
+#[test]
+fn stdout_closed_early_exits_quietly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cleanroom"))
+        .args(["init", "--stdout"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before anything is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}

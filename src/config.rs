@@ -143,6 +143,22 @@ pub struct Limits {
     /// Longest wait for a snapshot or a copy to complete, in minutes.
     #[serde(default = "default_snapshot_timeout")]
     pub snapshot_timeout_minutes: u64,
+    /// Analysis instances a case runs at once (a fleet's volumes are spread over them).
+    #[serde(default = "default_analysis_instances")]
+    pub analysis_instances: usize,
+    /// Evidence volumes attached to one analysis instance.
+    #[serde(default = "default_volumes_per_instance")]
+    pub volumes_per_analysis_instance: usize,
+    /// Longest wait for a new analysis instance to come online in SSM, in minutes.
+    #[serde(default = "default_online_timeout")]
+    pub ssm_online_timeout_minutes: u64,
+    /// Longest wait for one collection document to finish, in minutes.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_minutes: u64,
+    /// Clean-room outputs up to this size are read back and hashed again by cleanroom
+    /// when imported; larger ones keep the clean room's two reads until `verify`.
+    #[serde(default = "default_rehash_gib")]
+    pub rehash_max_gib: u64,
 }
 
 impl Default for Limits {
@@ -150,8 +166,33 @@ impl Default for Limits {
         Self {
             instance_concurrency: default_concurrency(),
             snapshot_timeout_minutes: default_snapshot_timeout(),
+            analysis_instances: default_analysis_instances(),
+            volumes_per_analysis_instance: default_volumes_per_instance(),
+            ssm_online_timeout_minutes: default_online_timeout(),
+            command_timeout_minutes: default_command_timeout(),
+            rehash_max_gib: default_rehash_gib(),
         }
     }
+}
+
+fn default_analysis_instances() -> usize {
+    4
+}
+/// Nitro instances take 28 attachments in all (ENIs and the root volume included);
+/// 20 evidence volumes leave room for both.
+fn default_volumes_per_instance() -> usize {
+    20
+}
+/// The agent of a fresh instance usually registers within two or three minutes.
+fn default_online_timeout() -> u64 {
+    15
+}
+/// Imaging reads a whole volume lazily from S3: a 1 TiB first read can take hours.
+fn default_command_timeout() -> u64 {
+    720
+}
+fn default_rehash_gib() -> u64 {
+    64
 }
 
 fn default_handoff_key() -> String {

@@ -5,10 +5,12 @@
 //! at any later time, [`verify`], [`report`] and [`release`]. Stages talk to the narrow
 //! traits of [`cloud`] in domain types; [`aws`] holds the only code that knows the SDK.
 
+pub mod analyze;
 pub mod aws;
 pub mod capture;
 pub mod cli;
 pub mod cloud;
+pub mod collect;
 pub mod config;
 pub mod error;
 pub mod evidence;
@@ -33,5 +35,6 @@ pub mod report;
 pub mod seal;
 pub mod share;
 pub mod snapshot;
+pub mod teardown;
 pub mod text;
 pub mod verify;

@@ -50,7 +50,9 @@ fn progress_bar(percent: u8) -> String {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // The SDK warns on every read of a multipart object that it cannot validate S3's
+        // composite checksum: cleanroom checks its own full-object digests instead.
+        0 => "warn,aws_sdk_s3::http_response_checksum=error",
         1 => "info,cleanroom=debug",
         _ => "debug,cleanroom=trace,aws_smithy_runtime=debug",
     };

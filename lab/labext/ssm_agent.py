@@ -990,8 +990,40 @@ def _instance_info_view(account: str, region: str, info: dict[str, Any]) -> dict
     }
 
 
+# An AMI tagged with this key and value has the SSM agent: instances launched from it
+# with an instance profile register themselves, as the agent does at boot on AWS.
+AGENT_AMI_TAG = ("lab:ssm-agent", "installed")
+
+
+def _auto_register(account: str, region: str) -> None:
+    """Registers running instances whose AMI carries AGENT_AMI_TAG and that have an
+    instance profile (the agent needs credentials to reach SSM) as managed, Online."""
+    backend = _ec2(account, region)
+    try:
+        instances = list(backend.all_instances())
+    except Exception:
+        return
+    now = _now()
+    with _lock:
+        managed = _managed_in(account, region)
+        for inst in instances:
+            if inst.id in managed or inst.state != "running":
+                continue
+            if inst.id not in backend.iam_instance_profile_associations:
+                continue
+            try:
+                image = backend.describe_images(ami_ids=[inst.image_id])[0]
+                tags = {t["key"]: t["value"] for t in backend.describe_tags(filters={"resource-id": [image.id]})}
+            except Exception:
+                continue
+            if tags.get(AGENT_AMI_TAG[0]) == AGENT_AMI_TAG[1]:
+                managed[inst.id] = {"instance_id": inst.id, "registered": now, "ping_status": "Online",
+                                    "last_ping": now}
+
+
 def describe_instance_information(self: Any) -> ActionResult:
     account, region = self.current_account, self.region
+    _auto_register(account, region)
     max_results = _max_results(self._get_param("MaxResults"), DII_DEFAULT_PAGE, DII_MIN, DII_MAX)
     filters: list[tuple[str, list[str]]] = []
     for f in self._get_param("Filters") or []:
@@ -1070,6 +1102,7 @@ def _resolve_targets(account: str, region: str, instance_ids: list[str],
 
 
 def send_command(self: Any) -> ActionResult:
+    _auto_register(self.current_account, self.region)
     account, region = self.current_account, self.region
     params = {k: self._get_param(k) for k in (
         "DocumentName", "DocumentVersion", "Comment", "Parameters", "Targets", "InstanceIds",

@@ -14,8 +14,8 @@ use super::AccountClients;
 use super::ec2::rfc3339;
 use super::raw::captured;
 use crate::cloud::{
-    Call, Captured, CloudError, CloudResult, CopyRequest, Ebs, ErrorKind, Snapshot, SnapshotState, Volume,
-    missing,
+    Call, Captured, CloudError, CloudResult, CopyRequest, Ebs, ErrorKind, NewVolume, Snapshot, SnapshotState,
+    Volume, missing,
 };
 use crate::ids::{AccountId, InstanceId, SnapshotId, VolumeId};
 
@@ -284,5 +284,87 @@ impl Ebs for AccountClients {
                 if e.is(ErrorKind::NotFound) { Ok(Call::new("ec2:DeleteSnapshot", None)) } else { Err(e) }
             }
         }
+    }
+
+    async fn create_volume(&self, request: &NewVolume) -> CloudResult<(VolumeId, Call)> {
+        const OP: &str = "CreateVolume";
+        let mut req = self
+            .ec2
+            .create_volume()
+            .snapshot_id(request.snapshot.as_str())
+            .availability_zone(&request.availability_zone)
+            .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+            .tag_specifications(tag_spec(ResourceType::Volume, &request.tags));
+        if let Some(key) = &request.kms_key {
+            req = req.encrypted(true).kms_key_id(key);
+        }
+        let out = req.send().await.map_err(CloudError::of("ec2", OP))?;
+        Ok((parse(OP, "VolumeId", out.volume_id())?, Call::new(&format!("ec2:{OP}"), out.request_id())))
+    }
+
+    async fn volumes(&self, volume_ids: &[VolumeId]) -> CloudResult<Vec<Volume>> {
+        let out = self
+            .ec2
+            .describe_volumes()
+            .set_volume_ids(Some(ids(volume_ids)))
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "DescribeVolumes"))?;
+        out.volumes().iter().map(volume_from).collect()
+    }
+
+    async fn find_volumes(&self, tags: &[(String, String)]) -> CloudResult<Vec<Volume>> {
+        let filters: Vec<Filter> =
+            tags.iter().map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build()).collect();
+        let mut pages = self.ec2.describe_volumes().set_filters(Some(filters)).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(CloudError::of("ec2", "DescribeVolumes"))?;
+            for v in page.volumes() {
+                out.push(volume_from(v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn attach_volume(
+        &self,
+        volume: &VolumeId,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<Call> {
+        let out = self
+            .ec2
+            .attach_volume()
+            .volume_id(volume.as_str())
+            .instance_id(instance.as_str())
+            .device(device)
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "AttachVolume"))?;
+        Ok(Call::new("ec2:AttachVolume", out.request_id()))
+    }
+
+    async fn detach_volume(&self, volume: &VolumeId, instance: &InstanceId) -> CloudResult<Call> {
+        let out = self
+            .ec2
+            .detach_volume()
+            .volume_id(volume.as_str())
+            .instance_id(instance.as_str())
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "DetachVolume"))?;
+        Ok(Call::new("ec2:DetachVolume", out.request_id()))
+    }
+
+    async fn delete_volume(&self, volume: &VolumeId) -> CloudResult<Call> {
+        let out = self
+            .ec2
+            .delete_volume()
+            .volume_id(volume.as_str())
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "DeleteVolume"))?;
+        Ok(Call::new("ec2:DeleteVolume", out.request_id()))
     }
 }

@@ -15,8 +15,8 @@ use super::AccountClients;
 use super::raw::captured;
 use crate::cloud::ec2::{InstanceDetails, InstanceStorage};
 use crate::cloud::{
-    Attributes, Call, Captured, CloudResult, DryRun, Ec2, Eni, Group, Instance, NewGroup, ProfileAssociation,
-    Purpose, Raw, Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
+    Attributes, Call, Captured, CloudResult, DryRun, Ec2, Eni, Group, Instance, NewGroup, NewInstance,
+    ProfileAssociation, Purpose, Raw, Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
 };
 use crate::cloud::{CloudError, ErrorKind};
 use crate::ids::Region;
@@ -742,6 +742,74 @@ impl Ec2 for AccountClients {
             out.regions().iter().filter_map(|r| r.region_name()).filter_map(|n| n.parse().ok()).collect();
         regions.sort();
         Ok(regions)
+    }
+
+    async fn subnet_zone(&self, subnet: &crate::ids::SubnetId) -> CloudResult<Option<String>> {
+        let out = self
+            .ec2
+            .describe_subnets()
+            .subnet_ids(subnet.as_str())
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "DescribeSubnets"))?;
+        Ok(out.subnets().first().and_then(|s| s.availability_zone()).map(str::to_owned))
+    }
+
+    async fn run_instance(&self, request: &NewInstance) -> CloudResult<(InstanceId, Call)> {
+        const OP: &str = "RunInstances";
+        let tags: Vec<Tag> =
+            request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id(request.image.as_str())
+            .instance_type(aws_sdk_ec2::types::InstanceType::from(request.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(&request.client_token)
+            .network_interfaces(
+                aws_sdk_ec2::types::InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .subnet_id(request.subnet.as_str())
+                    .groups(request.security_group.as_str())
+                    // The clean room has no internet: never a public address.
+                    .associate_public_ip_address(false)
+                    .build(),
+            )
+            .iam_instance_profile(
+                IamInstanceProfileSpecification::builder().name(&request.instance_profile).build(),
+            )
+            .metadata_options(
+                aws_sdk_ec2::types::InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(aws_sdk_ec2::types::HttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(tags.clone()))
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", OP))?;
+        let id = parse(OP, "InstanceId", out.instances().first().and_then(|i| i.instance_id()))?;
+        Ok((id, call(OP, &out)))
+    }
+
+    async fn terminate_instance(&self, id: &InstanceId) -> CloudResult<Call> {
+        let out = self
+            .ec2
+            .terminate_instances()
+            .instance_ids(id.as_str())
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "TerminateInstances"))?;
+        Ok(call("TerminateInstances", &out))
     }
 }
 

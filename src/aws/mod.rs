@@ -31,6 +31,7 @@ pub mod kms;
 pub mod preflight;
 pub mod raw;
 pub mod s3;
+pub mod ssm;
 
 /// Attempts per call, with the SDK's standard exponential backoff and jitter. AWS
 /// recommends 3 for interactive tools; an incident response is worth waiting a little

@@ -76,6 +76,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
             snapshot_timeout: std::time::Duration::from_secs(config.limits.snapshot_timeout_minutes * 60),
             first_poll: std::time::Duration::from_secs(2),
             plan_only: args.plan,
+            analysis: (!args.no_analysis && !args.isolate_only).then(|| analysis_settings(&config)),
         },
     };
     let selection =
@@ -115,6 +116,26 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         .map_err(|e| if e.refused { Error::refused(e) } else { Error::failed(e) })?;
     ctx.emit(&json(&args.case, &targets, &launches), &render(&args.case, &targets, &launches));
     Ok(if targets.iter().all(TargetState::succeeded) { ExitKind::Done } else { ExitKind::Failed })
+}
+
+/// The clean room as the configuration describes it.
+pub fn analysis_settings(config: &crate::config::Config) -> crate::analyze::AnalysisSettings {
+    let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+    crate::analyze::AnalysisSettings {
+        ami: config.analysis.ami.clone(),
+        instance_type: config.analysis.instance_type.clone(),
+        subnet: config.analysis.subnet_id.clone(),
+        security_group: config.analysis.security_group_id.clone(),
+        instance_profile: config.analysis.instance_profile.clone(),
+        documents: config.ssm.clone(),
+        bucket: config.forensics.evidence_bucket.clone(),
+        region: config.forensics.region.clone(),
+        volumes_per_instance: config.limits.volumes_per_analysis_instance,
+        max_instances: config.limits.analysis_instances,
+        online_timeout: minutes(config.limits.ssm_online_timeout_minutes),
+        command_timeout: minutes(config.limits.command_timeout_minutes),
+        rehash_limit: config.limits.rehash_max_gib << 30,
+    }
 }
 
 fn stage_list(stages: &[Stage]) -> String {
@@ -247,6 +268,9 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
             out.push_str(&format!("  warning: {}\n", sanitize(w).into_owned()));
         }
     }
+    let findings: Vec<crate::collect::Finding> =
+        targets.iter().flat_map(|t| t.findings.iter().cloned()).collect();
+    out.push_str(&render_findings(&findings));
     let failed: Vec<&TargetState> = targets.iter().filter(|t| t.failed.is_some()).collect();
     if !failed.is_empty() {
         out.push_str(&format!("\n{} instance(s) not done:\n", failed.len()));
@@ -268,4 +292,29 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
         ));
     }
     out
+}
+
+/// The findings a responder must look at, each with the file's digest and where it is.
+pub fn render_findings(findings: &[crate::collect::Finding]) -> String {
+    if findings.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = findings
+        .iter()
+        .map(|f| {
+            vec![
+                f.source.clone(),
+                sanitize(&f.kind).into_owned(),
+                f.volume.clone().unwrap_or_default(),
+                sanitize(&f.path).into_owned(),
+                f.sha256.as_deref().map(|s| s.chars().take(23).collect()).unwrap_or_else(|| "-".into()),
+                sanitize(&f.detail).into_owned(),
+            ]
+        })
+        .collect();
+    format!(
+        "\nfindings ({}):\n{}",
+        findings.len(),
+        super::table(&["SOURCE", "WHAT", "VOLUME", "PATH", "SHA-256", "DETAIL"], &rows)
+    )
 }

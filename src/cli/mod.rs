@@ -15,6 +15,7 @@ use crate::progress::Reporter;
 
 pub mod acquire;
 pub mod cases;
+pub mod collect;
 pub mod drill;
 pub mod init;
 pub mod isolate;
@@ -22,6 +23,7 @@ pub mod preflight;
 pub mod release;
 pub mod report;
 pub mod targets;
+pub mod teardown;
 pub mod verify;
 
 #[derive(Debug, Parser)]
@@ -65,6 +67,10 @@ pub enum Command {
     Acquire(acquire::Args),
     /// Contain instances: protect, detach from their service, cut network and credentials.
     Isolate(isolate::Args),
+    /// Run the clean room's triage and YARA on a raw image here, and store it all in the case.
+    Collect(collect::Args),
+    /// Remove the case's analysis instances and volumes (the evidence and forensics copies stay).
+    Teardown(teardown::Args),
     /// Undo containment of an instance, restoring the state recorded at isolation.
     Release(release::Args),
     /// Re-hash every evidence object and re-check locks and the custody chain.
@@ -128,6 +134,8 @@ pub async fn run(cli: Cli, reporter: Arc<dyn Reporter>) -> Result<crate::error::
         Command::Preflight(args) => preflight::run(&ctx, args).await,
         Command::Acquire(args) => acquire::run(&ctx, args).await,
         Command::Isolate(args) => isolate::run(&ctx, args).await,
+        Command::Collect(args) => collect::run(&ctx, args).await,
+        Command::Teardown(args) => teardown::run(&ctx, args).await,
         Command::Release(args) => release::run(&ctx, args).await,
         Command::Verify(args) => verify::run(&ctx, args).await,
         Command::Report(args) => report::run(&ctx, args).await,

@@ -116,4 +116,28 @@ pub trait Ebs: Send + Sync {
     /// Accounts the snapshot is shared with (`all` when public).
     async fn snapshot_shares(&self, id: &SnapshotId) -> CloudResult<Vec<String>>;
     async fn delete_snapshot(&self, id: &SnapshotId) -> CloudResult<Call>;
+
+    // Volumes of the clean room.
+    async fn create_volume(&self, request: &NewVolume) -> CloudResult<(VolumeId, Call)>;
+    async fn volumes(&self, ids: &[VolumeId]) -> CloudResult<Vec<Volume>>;
+    /// Volumes carrying every tag `K` = `V` given (not deleted).
+    async fn find_volumes(&self, tags: &[(String, String)]) -> CloudResult<Vec<Volume>>;
+    async fn attach_volume(
+        &self,
+        volume: &VolumeId,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<Call>;
+    /// Detaches `volume` from `instance` (named: an emulator and a careful caller both want it).
+    async fn detach_volume(&self, volume: &VolumeId, instance: &InstanceId) -> CloudResult<Call>;
+    async fn delete_volume(&self, volume: &VolumeId) -> CloudResult<Call>;
+}
+
+/// CreateVolume from a snapshot, tagged in the same call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVolume {
+    pub snapshot: SnapshotId,
+    pub availability_zone: String,
+    pub kms_key: Option<String>,
+    pub tags: BTreeMap<String, String>,
 }

@@ -120,6 +120,9 @@ impl Purpose {
 pub const TAG_CASE: &str = "cleanroom:case";
 pub const TAG_PURPOSE: &str = "cleanroom:purpose";
 pub const TAG_CONTAINED: &str = "cleanroom:contained";
+/// What the forensics role may manage: `analysis` on what the clean room creates,
+/// `forensic-tooling` on the image it may launch (the shipped policy keys on it).
+pub const TAG_ROLE: &str = "cleanroom:role";
 
 /// A security group rule, reduced to what containment decides on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -276,4 +279,25 @@ pub trait Ec2: Send + Sync {
     async fn instance_storage(&self, instance_type: &str) -> CloudResult<Option<InstanceStorage>>;
     /// Regions enabled for the account (opted in or not requiring opt-in).
     async fn enabled_regions(&self) -> CloudResult<Vec<Region>>;
+
+    // The clean room's instances.
+    /// The availability zone of a subnet.
+    async fn subnet_zone(&self, subnet: &crate::ids::SubnetId) -> CloudResult<Option<String>>;
+    /// RunInstances of one instance; `client_token` makes a retried or rerun launch
+    /// return the same instance instead of a second one.
+    async fn run_instance(&self, request: &NewInstance) -> CloudResult<(InstanceId, Call)>;
+    async fn terminate_instance(&self, id: &InstanceId) -> CloudResult<Call>;
+}
+
+/// An analysis instance to launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInstance {
+    pub image: crate::ids::AmiId,
+    pub instance_type: String,
+    pub subnet: crate::ids::SubnetId,
+    pub security_group: SecurityGroupId,
+    pub instance_profile: String,
+    /// IMDSv2 only, no public address: set by the adapter whatever the caller says.
+    pub tags: BTreeMap<String, String>,
+    pub client_token: String,
 }

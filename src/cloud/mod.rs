@@ -2,7 +2,7 @@
 //!
 //! One trait per service, so an adapter or a fake can be read service by service:
 //! [`Ec2`] (instances, network, console), [`Ebs`] (snapshots and volumes), [`Iam`],
-//! [`AutoScaling`], [`LoadBalancing`], [`Kms`], [`CloudTrail`], [`Sts`]. [`Cloud`] is
+//! [`AutoScaling`], [`LoadBalancing`], [`Kms`], [`CloudTrail`], [`Ssm`], [`Sts`]. [`Cloud`] is
 //! all of them for one account and region; [`Accounts`] hands out the member side and
 //! the forensics side of a case. The AWS adapters (`src/aws/`) implement them with the
 //! SDK; `src/fake/` implements them in memory with fault injection. No SDK type crosses
@@ -20,21 +20,23 @@ pub mod error;
 pub mod iam;
 pub mod kms;
 pub mod retry;
+pub mod ssm;
 pub mod sts;
 
 pub use accounts::{Accounts, Side};
 pub use autoscaling::{AsgGroup, AutoScaling};
 pub use cloudtrail::{CloudTrail, Found, Lookup, TrailEvent, TrailResource};
-pub use ebs::{CopyRequest, Ebs, Snapshot, SnapshotState, Volume};
+pub use ebs::{CopyRequest, Ebs, NewVolume, Snapshot, SnapshotState, Volume};
 pub use ec2::{
-    Attributes, DryRun, Ec2, Eni, Group, Instance, NewGroup, ProfileAssociation, Purpose, Rule, TAG_CASE,
-    TAG_CONTAINED, TAG_PURPOSE, V4_ANY, V6_ANY, VolumeAttachment,
+    Attributes, DryRun, Ec2, Eni, Group, Instance, NewGroup, NewInstance, ProfileAssociation, Purpose, Rule,
+    TAG_CASE, TAG_CONTAINED, TAG_PURPOSE, TAG_ROLE, V4_ANY, V6_ANY, VolumeAttachment,
 };
 pub use elb::{LoadBalancing, Target};
 pub use error::{CloudError, ErrorKind};
 pub use iam::Iam;
 pub use kms::{KeyInfo, Kms};
 pub use retry::retry;
+pub use ssm::{CommandRequest, DocumentVersion, Invocation, Ssm};
 pub use sts::{Identity, Sts};
 
 pub type CloudResult<T> = Result<T, CloudError>;
@@ -76,8 +78,8 @@ pub struct Captured<T> {
 }
 
 /// Everything the stages use in one account and region.
-pub trait Cloud: Ec2 + Ebs + Iam + AutoScaling + LoadBalancing + Kms + CloudTrail + Sts {}
-impl<T: Ec2 + Ebs + Iam + AutoScaling + LoadBalancing + Kms + CloudTrail + Sts> Cloud for T {}
+pub trait Cloud: Ec2 + Ebs + Iam + AutoScaling + LoadBalancing + Kms + CloudTrail + Ssm + Sts {}
+impl<T: Ec2 + Ebs + Iam + AutoScaling + LoadBalancing + Kms + CloudTrail + Ssm + Sts> Cloud for T {}
 
 /// A missing response field, as a named error at the boundary (never an unwrap).
 pub fn missing(service: &'static str, operation: &'static str, field: &str) -> CloudError {

@@ -796,6 +796,79 @@ impl Case {
         self.finish_item(item, key, stored).await
     }
 
+    /// Records an object another principal wrote at the item's key (the clean room's
+    /// outputs) as an evidence item: the version its writer reported (`version_id`; the
+    /// writer used `If-None-Match`, so it is the original; `verify` reports any later
+    /// one), read back and hashed here, a check independent of the writer's, when it is
+    /// at most `rehash_limit` bytes; larger ones keep the writer's digests (its two reads
+    /// in the clean room) and `verify` re-hashes them later. Any difference from what
+    /// the writer reported is refused.
+    pub async fn adopt(
+        &self,
+        item: NewItem,
+        version_id: Option<&str>,
+        reported: &Digests,
+        rehash_limit: u64,
+    ) -> Result<(EvidenceRef, bool), EvidenceError> {
+        let key = self.evidence_key(&item)?;
+        if let Some(r) = self.known(&item.id).await {
+            return Ok((r, false));
+        }
+        let store = self.inner.store.as_ref();
+        let meta = store
+            .head(&key, version_id)
+            .await
+            .map_err(EvidenceError::store(format!("HEAD {key}")))?
+            .ok_or_else(|| EvidenceError::InvalidItem {
+            id: item.id.clone(),
+            field: "object",
+            problem: format!("{key} (version {}) is not in the bucket", version_id.unwrap_or("latest")),
+        })?;
+        // Its writer's upload may have come without the lock the case asks for (a
+        // multipart upload the bucket's default did not cover): the case's retention
+        // is set on that version before it is recorded.
+        let meta = match (meta.lock_mode, self.lock_now().retention) {
+            (None, Some((mode, until))) => {
+                store
+                    .set_retention(&key, meta.version_id.as_deref(), mode, until)
+                    .await
+                    .map_err(EvidenceError::store(format!("locking {key}")))?;
+                store
+                    .head(&key, meta.version_id.as_deref())
+                    .await
+                    .map_err(EvidenceError::store(format!("HEAD {key}")))?
+                    .unwrap_or(meta)
+            }
+            _ => meta,
+        };
+        let rehashed = meta.size <= rehash_limit;
+        let digests = if rehashed {
+            upload::read_hash(store, &key, meta.version_id.as_deref()).await?.0
+        } else {
+            reported.clone()
+        };
+        if digests != *reported || meta.size != reported.size {
+            return Err(EvidenceError::ReadBackMismatch {
+                key,
+                version_id: meta.version_id,
+                expected: format!(
+                    "{} ({} bytes, {}, {})",
+                    reported.sha256, reported.size, reported.sha1, reported.md5
+                ),
+                found: format!("{} ({} bytes, {}, {})", digests.sha256, meta.size, digests.sha1, digests.md5),
+            });
+        }
+        let stored = upload::Stored {
+            digests,
+            version_id: meta.version_id.clone(),
+            s3_checksum: meta.checksum_sha256.clone().unwrap_or_default(),
+            part_size: None,
+            request_ids: vec![],
+            adopted: true,
+        };
+        Ok((self.finish_item(item, key, stored).await?, rehashed))
+    }
+
     /// The lock of an object written now (the operational journal uses the case's).
     pub fn lock_now_for_journal(&self) -> ObjectLock {
         self.lock_now()

@@ -54,6 +54,19 @@ pub enum Action {
     ShareRemoved,
     /// The hand-off of a snapshot failed (why, and the state left).
     HandOffFailed,
+    /// The collection documents in use: names, versions, SHA-256 of their content.
+    DocumentsRegistered,
+    /// An analysis instance launched (AMI and how it was resolved, settings).
+    AnalysisInstanceLaunched,
+    /// An evidence volume made from a forensics copy and attached, read-only by design.
+    AnalysisVolumeAttached,
+    /// A collection document sent to the clean room (command id, document digest).
+    CollectionStarted,
+    /// A collection document finished, with its status.
+    CollectionCompleted,
+    CollectionFailed,
+    /// An analysis resource the case created, removed by teardown.
+    ResourceRemoved,
     Verified,
     ReportWritten,
     CheckpointSigned,

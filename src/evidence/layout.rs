@@ -123,6 +123,19 @@ pub fn evidence(
     Ok(format!("{CASES}{case}/evidence/{account}/{subject}/{name}"))
 }
 
+/// `cases/<case>/evidence/<account>/<subject>/<folder>/`: where the clean room writes
+/// one volume's outputs (a document's `EvidencePrefix`).
+pub fn evidence_folder(
+    case: &CaseId,
+    account: &AccountId,
+    subject: &str,
+    folder: &str,
+) -> Result<String, InvalidSegment> {
+    check_segment("subject", subject)?;
+    check_segment("folder", folder)?;
+    Ok(format!("{CASES}{case}/evidence/{account}/{subject}/{folder}/"))
+}
+
 /// `cases/<case>/manifest.json`.
 pub fn manifest(case: &CaseId) -> String {
     format!("{CASES}{case}/manifest.json")

@@ -14,8 +14,8 @@ use crate::cloud::ErrorKind;
 use crate::cloud::ec2::{InstanceDetails, InstanceStorage};
 use crate::cloud::{
     AsgGroup, Attributes, AutoScaling, Call, CloudResult, DryRun, Ec2, Eni, Group, Iam, Instance,
-    LoadBalancing, NewGroup, ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target, V4_ANY,
-    V6_ANY, VolumeAttachment,
+    LoadBalancing, NewGroup, NewInstance, ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target,
+    V4_ANY, V6_ANY, VolumeAttachment,
 };
 use crate::cloud::{Captured, Raw};
 use crate::ids::{AccountId, CaseId, InstanceId, NetworkInterfaceId, Region, SecurityGroupId, VpcId};
@@ -720,6 +720,65 @@ impl Ec2 for FakeCloud {
         regions.sort();
         regions.dedup();
         Ok(regions)
+    }
+
+    async fn subnet_zone(&self, subnet: &crate::ids::SubnetId) -> CloudResult<Option<String>> {
+        self.enter("DescribeSubnets", subnet.to_string()).await?;
+        Ok(Some(format!("{}a", self.region)))
+    }
+
+    async fn run_instance(&self, request: &NewInstance) -> CloudResult<(InstanceId, Call)> {
+        let call = self.enter("RunInstances", request.client_token.clone()).await?;
+        let mut s = self.state.lock().expect("state lock");
+        // The client token makes a repeated launch return the first instance.
+        if let Some((id, _)) =
+            s.instances.iter().find(|(_, i)| i.tags.get("lab:client-token") == Some(&request.client_token))
+        {
+            return Ok((id.clone(), call));
+        }
+        let id: InstanceId = s.hex("i").parse().expect("id");
+        let vpc: VpcId = s.hex("vpc").parse().expect("id");
+        let eni: NetworkInterfaceId = s.hex("eni").parse().expect("id");
+        s.enis.insert(
+            eni.clone(),
+            Eni {
+                id: eni.clone(),
+                device_index: 0,
+                vpc: vpc.clone(),
+                groups: vec![request.security_group.clone()],
+                ipv6_addresses: vec![],
+            },
+        );
+        let mut tags = request.tags.clone();
+        tags.insert("lab:client-token".into(), request.client_token.clone());
+        s.instances.insert(
+            id.clone(),
+            FakeInstance {
+                state: "running".into(),
+                vpc,
+                enis: vec![eni],
+                volumes: vec![],
+                tags,
+                attributes: Attributes { termination_protection: false, shutdown_behavior: "stop".into() },
+                details: InstanceDetails {
+                    instance_type: Some(request.instance_type.clone()),
+                    ..InstanceDetails::default()
+                },
+                user_data: None,
+                console: None,
+            },
+        );
+        drop(s);
+        self.world.ebs.lock().expect("ebs lock").online.insert(id.clone());
+        Ok((id, call))
+    }
+
+    async fn terminate_instance(&self, id: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("TerminateInstances", id.to_string()).await?;
+        let mut s = self.state.lock().expect("state lock");
+        s.instances.get_mut(id).ok_or_else(|| Self::not_found("TerminateInstances", id.as_str()))?.state =
+            "terminated".into();
+        Ok(call)
     }
 }
 

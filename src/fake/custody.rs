@@ -99,6 +99,35 @@ impl CustodySink for MemoryCustody {
         Ok((r, count))
     }
 
+    async fn adopt(
+        &self,
+        item: Item,
+        _version_id: Option<&str>,
+        reported: &crate::evidence::digest::Digests,
+        _rehash_limit: u64,
+    ) -> Result<(EvidenceRef, bool), CustodyError> {
+        let r = EvidenceRef {
+            id: item.id.clone(),
+            sha256: reported.sha256.clone(),
+            s3_key: format!("memory/{}", item.id),
+            version_id: None,
+        };
+        self.items.lock().expect("custody lock").insert(item.id, (r.clone(), serde_json::Value::Null));
+        Ok((r, false))
+    }
+
+    async fn read_object(
+        &self,
+        _key: &str,
+        _limit: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, CustodyError> {
+        Ok(None)
+    }
+
+    async fn list(&self, _prefix: &str) -> Result<Vec<String>, CustodyError> {
+        Ok(vec![])
+    }
+
     async fn find(&self, id: &str) -> Result<Option<EvidenceRef>, CustodyError> {
         Ok(self.items.lock().expect("custody lock").get(id).map(|(r, _)| r.clone()))
     }

@@ -12,9 +12,12 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::cloud::{FakeCloud, fault};
+use sha2::Digest;
+
 use crate::cloud::{
-    Call, Captured, CloudResult, CloudTrail, CopyRequest, Ebs, ErrorKind, Found, Identity, KeyInfo, Kms,
-    Lookup, Raw, Snapshot, SnapshotState, Sts, TrailEvent, Volume,
+    Call, Captured, CloudResult, CloudTrail, CommandRequest, CopyRequest, DocumentVersion, Ebs, ErrorKind,
+    Found, Identity, Invocation, KeyInfo, Kms, Lookup, NewVolume, Raw, Snapshot, SnapshotState, Ssm, Sts,
+    TrailEvent, Volume,
 };
 use crate::ids::{AccountId, InstanceId, Region, SnapshotId, VolumeId};
 
@@ -67,6 +70,13 @@ pub struct EbsWorld {
     pub events: Vec<FakeEvent>,
     /// The next snapshots of these volumes end in `error` (count).
     pub failing_volumes: BTreeMap<VolumeId, u32>,
+    /// SSM documents: (account, name) -> versions' contents.
+    pub documents: BTreeMap<(AccountId, String), Vec<String>>,
+    /// Instances whose agent is online.
+    pub online: BTreeSet<InstanceId>,
+    /// Commands sent: id -> (instance, document).
+    pub commands: BTreeMap<String, (InstanceId, String)>,
+    pub parameters: BTreeMap<String, String>,
 }
 
 impl EbsWorld {
@@ -519,6 +529,98 @@ impl Ebs for FakeCloud {
         self.world.ebs.lock().expect("ebs lock").snapshots.remove(id);
         Ok(call)
     }
+
+    async fn create_volume(&self, request: &NewVolume) -> CloudResult<(VolumeId, Call)> {
+        let call = self.enter("CreateVolume", request.snapshot.to_string()).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        let Some(snap) = w.snapshots.get(&request.snapshot).filter(|s| self.visible(s)).cloned() else {
+            return Err(Self::not_found("CreateVolume", request.snapshot.as_str()));
+        };
+        let id: VolumeId = w.hex("vol").parse().expect("id");
+        w.volumes.insert(
+            id.clone(),
+            FakeVolume {
+                owner: self.account.clone(),
+                region: self.region.clone(),
+                volume: Volume {
+                    id: id.clone(),
+                    size_gib: snap.snapshot.size_gib.unwrap_or(8),
+                    volume_type: Some("gp3".into()),
+                    encrypted: request.kms_key.is_some() || snap.snapshot.encrypted,
+                    kms_key: request.kms_key.clone().or(snap.snapshot.kms_key.clone()),
+                    availability_zone: Some(request.availability_zone.clone()),
+                    state: "available".into(),
+                    snapshot: Some(request.snapshot.clone()),
+                    attachments: vec![],
+                    tags: request.tags.clone(),
+                },
+            },
+        );
+        Ok((id, call))
+    }
+
+    async fn volumes(&self, ids: &[VolumeId]) -> CloudResult<Vec<Volume>> {
+        self.enter("DescribeVolumes", format!("{ids:?}")).await?;
+        let w = self.world.ebs.lock().expect("ebs lock");
+        ids.iter()
+            .map(|v| {
+                w.volumes
+                    .get(v)
+                    .filter(|f| f.owner == self.account)
+                    .map(|f| f.volume.clone())
+                    .ok_or_else(|| Self::not_found("DescribeVolumes", v.as_str()))
+            })
+            .collect()
+    }
+
+    async fn find_volumes(&self, tags: &[(String, String)]) -> CloudResult<Vec<Volume>> {
+        self.enter("DescribeVolumes", format!("tags {tags:?}")).await?;
+        let w = self.world.ebs.lock().expect("ebs lock");
+        Ok(w.volumes
+            .values()
+            .filter(|f| f.owner == self.account && f.region == self.region)
+            .filter(|f| tags.iter().all(|(k, v)| f.volume.tags.get(k) == Some(v)))
+            .map(|f| f.volume.clone())
+            .collect())
+    }
+
+    async fn attach_volume(
+        &self,
+        volume: &VolumeId,
+        instance: &InstanceId,
+        device: &str,
+    ) -> CloudResult<Call> {
+        let call = self.enter("AttachVolume", format!("{volume} {instance} {device}")).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        let v = w.volumes.get_mut(volume).ok_or_else(|| Self::not_found("AttachVolume", volume.as_str()))?;
+        if !v.volume.attachments.is_empty() {
+            return Err(fault("AttachVolume", ErrorKind::Other, "VolumeInUse", "the volume is attached"));
+        }
+        v.volume.attachments.push((instance.clone(), device.to_owned()));
+        v.volume.state = "in-use".into();
+        Ok(call)
+    }
+
+    async fn detach_volume(&self, volume: &VolumeId, instance: &InstanceId) -> CloudResult<Call> {
+        let call = self.enter("DetachVolume", volume.to_string()).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        let v = w.volumes.get_mut(volume).ok_or_else(|| Self::not_found("DetachVolume", volume.as_str()))?;
+        v.volume.attachments.retain(|(on, _)| on != instance);
+        if v.volume.attachments.is_empty() {
+            v.volume.state = "available".into();
+        }
+        Ok(call)
+    }
+
+    async fn delete_volume(&self, volume: &VolumeId) -> CloudResult<Call> {
+        let call = self.enter("DeleteVolume", volume.to_string()).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        if w.volumes.get(volume).is_some_and(|v| !v.volume.attachments.is_empty()) {
+            return Err(fault("DeleteVolume", ErrorKind::Other, "VolumeInUse", "the volume is attached"));
+        }
+        w.volumes.remove(volume).ok_or_else(|| Self::not_found("DeleteVolume", volume.as_str()))?;
+        Ok(call)
+    }
 }
 
 #[async_trait]
@@ -580,5 +682,121 @@ impl Sts for FakeCloud {
             arn: format!("arn:aws:sts::{}:assumed-role/CleanroomResponder/cleanroom", self.account),
             user_id: "AROAFAKE:cleanroom".into(),
         })
+    }
+}
+
+#[async_trait]
+impl Ssm for FakeCloud {
+    async fn parameter(&self, name: &str) -> CloudResult<Option<String>> {
+        self.enter("GetParameter", name.into()).await?;
+        Ok(self.world.ebs.lock().expect("ebs lock").parameters.get(name).cloned())
+    }
+
+    async fn describe_document(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> CloudResult<Option<DocumentVersion>> {
+        self.enter("DescribeDocument", name.into()).await?;
+        let w = self.world.ebs.lock().expect("ebs lock");
+        let Some(versions) = w.documents.get(&(self.account.clone(), name.to_owned())) else {
+            return Ok(None);
+        };
+        let n = match version {
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n >= 1 && *n <= versions.len()),
+            None => Some(1),
+        };
+        Ok(n.map(|n| DocumentVersion {
+            name: name.to_owned(),
+            version: n.to_string(),
+            hash: Some(hex::encode(sha2::Sha256::digest(versions[n - 1].as_bytes()))),
+            latest_version: Some(versions.len().to_string()),
+        }))
+    }
+
+    async fn document_versions(&self, name: &str) -> CloudResult<Vec<String>> {
+        self.enter("ListDocumentVersions", name.into()).await?;
+        let w = self.world.ebs.lock().expect("ebs lock");
+        Ok((1..=w.documents.get(&(self.account.clone(), name.to_owned())).map_or(0, Vec::len))
+            .map(|n| n.to_string())
+            .collect())
+    }
+
+    async fn create_document(&self, name: &str, content: &str) -> CloudResult<(DocumentVersion, Call)> {
+        let call = self.enter("CreateDocument", name.into()).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        let key = (self.account.clone(), name.to_owned());
+        if w.documents.contains_key(&key) {
+            return Err(fault(
+                "CreateDocument",
+                ErrorKind::Other,
+                "DocumentAlreadyExists",
+                "the document exists",
+            ));
+        }
+        w.documents.insert(key, vec![content.to_owned()]);
+        let hash = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+        Ok((
+            DocumentVersion {
+                name: name.into(),
+                version: "1".into(),
+                hash: Some(hash),
+                latest_version: Some("1".into()),
+            },
+            call,
+        ))
+    }
+
+    async fn update_document(&self, name: &str, content: &str) -> CloudResult<(DocumentVersion, Call)> {
+        let call = self.enter("UpdateDocument", name.into()).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        let versions = w
+            .documents
+            .get_mut(&(self.account.clone(), name.to_owned()))
+            .ok_or_else(|| Self::not_found("UpdateDocument", name))?;
+        versions.push(content.to_owned());
+        let n = versions.len().to_string();
+        let hash = hex::encode(sha2::Sha256::digest(content.as_bytes()));
+        Ok((
+            DocumentVersion {
+                name: name.into(),
+                version: n.clone(),
+                hash: Some(hash),
+                latest_version: Some(n),
+            },
+            call,
+        ))
+    }
+
+    async fn ping_status(&self, instance: &InstanceId) -> CloudResult<Option<String>> {
+        self.enter("DescribeInstanceInformation", instance.to_string()).await?;
+        Ok(self.world.ebs.lock().expect("ebs lock").online.contains(instance).then(|| "Online".to_owned()))
+    }
+
+    async fn send_command(&self, request: &CommandRequest) -> CloudResult<(String, Call)> {
+        let call = self.enter("SendCommand", format!("{} {}", request.document, request.instance)).await?;
+        let mut w = self.world.ebs.lock().expect("ebs lock");
+        let id = format!("{:08x}-0000-4000-8000-{:012x}", w.next, w.next);
+        w.next += 1;
+        w.commands.insert(id.clone(), (request.instance.clone(), request.document.clone()));
+        Ok((id, call))
+    }
+
+    async fn invocation(
+        &self,
+        command_id: &str,
+        instance: &InstanceId,
+        _plugin: &str,
+    ) -> CloudResult<Option<Invocation>> {
+        self.enter("GetCommandInvocation", command_id.into()).await?;
+        let w = self.world.ebs.lock().expect("ebs lock");
+        // The fake runs nothing: a command succeeds with no output (results are the lab's).
+        Ok(w.commands.get(command_id).filter(|(i, _)| i == instance).map(|_| Invocation {
+            status: "Success".into(),
+            status_details: Some("Success".into()),
+            response_code: Some(0),
+            stdout: String::new(),
+            stderr: String::new(),
+        }))
     }
 }

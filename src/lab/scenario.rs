@@ -157,7 +157,7 @@ pub async fn cryptomining(
         .block_device_mappings(
             aws_sdk_ec2::types::BlockDeviceMapping::builder()
                 .device_name("/dev/sda1")
-                .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().encrypted(true).volume_size(8).build())
+                .ebs(aws_sdk_ec2::types::EbsBlockDevice::builder().encrypted(true).volume_size(1).build())
                 .build(),
         )
         .image_id(&ami_id)

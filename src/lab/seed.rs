@@ -231,12 +231,23 @@ pub async fn forensics_account(
             TagSpecification::builder()
                 .resource_type(ResourceType::Image)
                 .tags(Tag::builder().key("cleanroom:role").value("forensic-tooling").build())
+                // The lab's SSM agent registers instances of AMIs that say they run it.
+                .tags(Tag::builder().key("lab:ssm-agent").value("installed").build())
                 .build(),
         )
         .send()
         .await
         .map_err(fail("register AMI"))?;
     let ami_id = ami.image_id().ok_or_else(|| fail("ami id")("missing"))?;
+    // moto ignores RegisterImage's TagSpecifications: tag it as AWS would have.
+    c.ec2
+        .create_tags()
+        .resources(ami_id)
+        .tags(Tag::builder().key("cleanroom:role").value("forensic-tooling").build())
+        .tags(Tag::builder().key("lab:ssm-agent").value("installed").build())
+        .send()
+        .await
+        .map_err(fail("tag AMI"))?;
 
     // Collection documents, by the configured names.
     let documents = SsmDocuments::default();
@@ -246,7 +257,7 @@ pub async fn forensics_account(
             .name(name)
             .document_type(aws_sdk_ssm::types::DocumentType::Command)
             .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
-            .content(lab_document(name))
+            .content(lab_document(&documents, name))
             .send()
             .await
             .map_err(fail("create SSM document"))?;
@@ -276,7 +287,8 @@ pub async fn forensics_account(
             instance_type: "m6i.large".into(),
         },
         ssm: documents,
-        limits: Limits::default(),
+        // The lab registers a new instance at its first poll: two minutes is ample.
+        limits: Limits { ssm_online_timeout_minutes: 2, ..Limits::default() },
     };
     Ok(ForensicsAccount { config, vpc_id })
 }
@@ -284,21 +296,13 @@ pub async fn forensics_account(
 /// A schema 2.2 document registered under a collection document's name. The real
 /// documents live in `ssm-documents/`; until a document exists there, the lab holds a
 /// stand-in that says so when run.
-fn lab_document(name: &str) -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ssm-documents");
-    if let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}.json"))) {
-        return text;
-    }
-    serde_json::json!({
-        "schemaVersion": "2.2",
-        "description": format!("{name}: lab stand-in, the collection document is not written yet"),
-        "mainSteps": [{
-            "action": "aws:runShellScript",
-            "name": "standIn",
-            "inputs": {"runCommand": [format!("echo '{name}: lab stand-in document'")]}
-        }]
-    })
-    .to_string()
+/// The built-in collection document registered under `name`, rendered as cleanroom
+/// registers it (so a fresh forensics account holds the current version, as deploying
+/// the forensics stack and `cleanroom preflight` would leave it).
+fn lab_document(documents: &SsmDocuments, name: &str) -> String {
+    use crate::analyze::documents::{Kind, render};
+    let kind = Kind::ALL.into_iter().find(|k| k.name(documents) == name).expect("a configured document name");
+    render(kind)
 }
 
 /// Writes `config` as TOML (for driving the CLI in tests and the drill).

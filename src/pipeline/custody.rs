@@ -50,6 +50,39 @@ pub trait CustodySink: Send + Sync {
     /// Writes the manifest of every item and records it; returns the manifest's ref and
     /// the number of items.
     async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError>;
+    /// Records an object another principal wrote at the item's key (the clean room's
+    /// outputs), version `version_id` (its writer's), read back and hashed here up to
+    /// `rehash_limit` bytes, refused when it differs from `reported`. True when it was
+    /// re-hashed.
+    async fn adopt(
+        &self,
+        item: Item,
+        version_id: Option<&str>,
+        reported: &crate::evidence::digest::Digests,
+        rehash_limit: u64,
+    ) -> Result<(EvidenceRef, bool), CustodyError>;
+    /// A small object of the case's bucket: its bytes and version (`None` when absent).
+    async fn read_object(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, CustodyError>;
+    /// Keys under `prefix` in the case's bucket.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, CustodyError>;
+}
+
+/// The current version of a small object of `store`, and its version id.
+async fn read_current(
+    store: &dyn crate::evidence::ObjectStore,
+    key: &str,
+    limit: usize,
+) -> Result<Option<(Vec<u8>, Option<String>)>, CustodyError> {
+    let Some(meta) = store.head(key, None).await.map_err(fail)? else {
+        return Ok(None);
+    };
+    let bytes =
+        crate::evidence::store::get_all(store, key, meta.version_id.as_deref(), limit).await.map_err(fail)?;
+    Ok(Some((bytes.to_vec(), meta.version_id)))
 }
 
 /// The evidence store's case behind the seam.
@@ -109,6 +142,28 @@ impl CustodySink for CaseCustody {
 
     async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError> {
         self.0.seal().await.map(|(m, r)| (r, m.items.len())).map_err(fail)
+    }
+
+    async fn adopt(
+        &self,
+        item: Item,
+        version_id: Option<&str>,
+        reported: &crate::evidence::digest::Digests,
+        rehash_limit: u64,
+    ) -> Result<(EvidenceRef, bool), CustodyError> {
+        self.0.adopt(new_item(item), version_id, reported, rehash_limit).await.map_err(fail)
+    }
+
+    async fn read_object(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, CustodyError> {
+        read_current(self.0.store().as_ref(), key, limit).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, CustodyError> {
+        self.0.store().list(prefix).await.map_err(fail)
     }
 }
 
@@ -176,5 +231,27 @@ impl CustodySink for ReadOnlyCase {
 
     async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError> {
         Err(self.refuse())
+    }
+
+    async fn adopt(
+        &self,
+        _: Item,
+        _: Option<&str>,
+        _: &crate::evidence::digest::Digests,
+        _: u64,
+    ) -> Result<(EvidenceRef, bool), CustodyError> {
+        Err(self.refuse())
+    }
+
+    async fn read_object(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, CustodyError> {
+        read_current(self.store.as_ref(), key, limit).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, CustodyError> {
+        self.store.list(prefix).await.map_err(fail)
     }
 }

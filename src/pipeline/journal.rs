@@ -63,6 +63,8 @@ pub enum ResourceKind {
     AnalysisVolume,
     AnalysisInstance,
     Document,
+    /// An SSM command run on an analysis instance (resumed, not sent again, on a rerun).
+    Command,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -153,6 +153,10 @@ pub struct TargetState {
     /// Its disks in the forensics account.
     pub copies: Vec<crate::share::HandedOff>,
     pub containment: Option<crate::isolate::workflow::Outcome>,
+    /// Its disks examined in the clean room.
+    pub examined: Vec<crate::analyze::Examined>,
+    /// What the clean room found (YARA matches, suspicious key files), with digests.
+    pub findings: Vec<crate::collect::Finding>,
     pub evidence: Vec<EvidenceRef>,
     pub failed: Option<StageFailure>,
     pub warnings: Vec<String>,
@@ -167,6 +171,8 @@ impl TargetState {
             capture: None,
             snapshots: vec![],
             copies: vec![],
+            examined: vec![],
+            findings: vec![],
             containment: None,
             evidence: vec![],
             failed: None,
@@ -209,6 +215,8 @@ pub struct Settings {
     /// First wait between polls (doubles, up to [`MAX_POLL`]).
     pub first_poll: std::time::Duration,
     pub plan_only: bool,
+    /// The clean room; `None` when the run does no analysis.
+    pub analysis: Option<crate::analyze::AnalysisSettings>,
 }
 
 /// Longest wait between two polls of a snapshot.
@@ -235,9 +243,9 @@ pub fn work(stage: Stage) -> Option<Box<dyn StageWork>> {
         Stage::Snapshot => Some(Box::new(crate::snapshot::SnapshotStage)),
         Stage::Isolate => Some(Box::new(crate::isolate::stage::IsolateStage)),
         Stage::Share => Some(Box::new(crate::share::ShareStage)),
+        Stage::Analyze => Some(Box::new(crate::analyze::AnalyzeStage)),
+        Stage::Collect => Some(Box::new(crate::collect::CollectStage)),
         Stage::Seal => Some(Box::new(crate::seal::SealStage)),
-        // The clean room comes with its own issue; until then acquire stops before it.
-        Stage::Analyze | Stage::Collect => None,
     }
 }
 

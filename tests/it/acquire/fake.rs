@@ -131,6 +131,7 @@ impl Incident {
                 snapshot_timeout: Duration::from_secs(3600),
                 first_poll: Duration::from_millis(10),
                 plan_only: false,
+                analysis: None,
             },
         };
         let side = self.accounts.member(&self.member.account, &self.member.region).await.unwrap();

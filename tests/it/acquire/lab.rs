@@ -123,3 +123,64 @@ async fn acquire_hands_off_both_disks_captures_the_launch_and_verifies_online_an
     w.f.cleanroom(&["acquire", &w.suspect.arn(), "--case", case, "--no-analysis"]).success();
     assert_eq!(w.forensics_copies(case).await.len(), 2);
 }
+
+/// Keys of the case's objects under `prefix`.
+async fn keys(w: &Incident, prefix: &str) -> Vec<String> {
+    use cleanroom::evidence::store::ObjectStore;
+    w.store().list(prefix).await.unwrap()
+}
+
+#[tokio::test]
+async fn acquire_examines_the_disks_in_the_clean_room_and_teardown_removes_only_what_the_case_made() {
+    let w = Incident::seed().await;
+    let case = "IR-ACQ-LAB-CR";
+    let run = w.f.cleanroom(&["acquire", &w.suspect.arn(), "--case", case]);
+    run.success().stdout_has("findings").stdout_has("xmrig").stdout_has("authorized_key");
+    // The data volume's image, triage and YARA results are evidence items of the case.
+    let evidence =
+        keys(&w, &format!("cases/{case}/evidence/{}/{}/", w.suspect.account, w.suspect.instance)).await;
+    for name in ["image.raw", "image.json", "triage.json", "key-files.tar.gz", "timeline.csv", "yara.json"] {
+        assert!(evidence.iter().any(|k| k.ends_with(&format!("/{name}"))), "no {name} in {evidence:#?}");
+    }
+    w.f.cleanroom(&["verify", "--case", case]).success().stdout_has("VERIFIED");
+
+    let fc = w.f.clients();
+    let analysis = |states: &'static [&'static str]| {
+        let fc = fc.clone();
+        async move {
+            let volumes = fc
+                .ec2
+                .describe_volumes()
+                .filters(Filter::builder().name("tag:cleanroom:purpose").values("analysis").build())
+                .filters(Filter::builder().name("tag:cleanroom:case").values(case).build())
+                // Evidence volumes (the analysis instance's root volume is tagged too).
+                .filters(Filter::builder().name("tag-key").values("cleanroom:source-snapshot").build())
+                .send()
+                .await
+                .unwrap();
+            let instances = fc
+                .ec2
+                .describe_instances()
+                .filters(Filter::builder().name("tag:cleanroom:case").values(case).build())
+                .filters(
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            (
+                volumes.volumes().len(),
+                instances.reservations().iter().map(|r| r.instances().len()).sum::<usize>(),
+            )
+        }
+    };
+    assert_eq!(analysis(&["running"]).await, (2, 1), "two evidence volumes on one analysis instance");
+    let down = w.f.cleanroom(&["teardown", "--case", case]);
+    down.success().stdout_has("removed");
+    assert_eq!(analysis(&["pending", "running", "stopping", "stopped"]).await, (0, 0), "{}", down.stdout());
+    assert_eq!(w.forensics_copies(case).await.len(), 2, "the forensics copies stay");
+    w.f.cleanroom(&["verify", "--case", case]).success();
+}

@@ -452,6 +452,25 @@ impl cleanroom::pipeline::custody::CustodySink for DiesAfterPlanning {
     ) -> Result<(cleanroom::evidence::EvidenceRef, usize), cleanroom::pipeline::custody::CustodyError> {
         Err(cleanroom::pipeline::custody::CustodyError("process killed".into()))
     }
+    async fn adopt(
+        &self,
+        _: cleanroom::pipeline::custody::Item,
+        _: Option<&str>,
+        _: &cleanroom::evidence::digest::Digests,
+        _: u64,
+    ) -> Result<(cleanroom::evidence::EvidenceRef, bool), cleanroom::pipeline::custody::CustodyError> {
+        Err(cleanroom::pipeline::custody::CustodyError("process killed".into()))
+    }
+    async fn read_object(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, cleanroom::pipeline::custody::CustodyError> {
+        Ok(None)
+    }
+    async fn list(&self, _: &str) -> Result<Vec<String>, cleanroom::pipeline::custody::CustodyError> {
+        Ok(vec![])
+    }
 }
 
 // Regression: a crash after an instance's changes and before their custody records

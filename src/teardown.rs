@@ -1,0 +1,222 @@
+//! Teardown: removes the analysis volumes and instances the case created, and nothing
+//! else. The journal says which resources the case created (a resource it found is
+//! never removed); each removal is a custody record with its request id. The evidence,
+//! the forensics snapshot copies and the case's records stay. Relay copies (the hand-off
+//! copies in member accounts) are removed only when asked, and only once the forensics
+//! copy made from them is complete.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cloud::{Accounts, CloudError, ErrorKind, Side, retry};
+use crate::ids::{AccountId, InstanceId, Region, SnapshotId, VolumeId};
+use crate::pipeline::custody::{Action, CustodySink, Event};
+use crate::pipeline::journal::{Entry, Fact, Journal, NewFact, ResourceKind};
+use crate::pipeline::{MAX_POLL, Stage};
+use crate::progress::Reporter;
+
+/// Longest wait for a volume to detach.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Removed {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub account: String,
+    pub region: String,
+    /// False when it was already gone.
+    pub removed_now: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Outcome {
+    pub removed: Vec<Removed>,
+    /// Relay copies kept: their forensics copy is not complete.
+    pub kept: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+async fn record(
+    journal: &Journal,
+    custody: &dyn CustodySink,
+    side: &Side,
+    e: &Entry,
+    request_id: Option<String>,
+    now: bool,
+) -> Result<(), String> {
+    journal
+        .write(NewFact {
+            stage: Stage::Analyze,
+            fact: Fact::Removed,
+            kind: e.kind,
+            id: e.id.clone(),
+            account: e.account.clone(),
+            region: e.region.clone(),
+            subject: e.subject.clone(),
+            details: serde_json::json!({"by": "teardown", "was_present": now}),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if now {
+        let resource = match e.kind {
+            ResourceKind::AnalysisInstance => "instance",
+            ResourceKind::AnalysisVolume => "volume",
+            _ => "snapshot",
+        };
+        custody
+            .record(Event {
+                action: Action::ResourceRemoved,
+                subject: format!("arn:aws:ec2:{}:{}:{resource}/{}", side.region, side.account, e.id),
+                evidence: vec![],
+                aws_request_ids: request_id.into_iter().collect(),
+                details: serde_json::json!({"kind": e.kind, "id": e.id, "why": "teardown: an analysis resource the case created"}),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn remove_volume(
+    side: &Side,
+    id: &VolumeId,
+    first_poll: Duration,
+) -> Result<(bool, Option<String>), CloudError> {
+    let found = match retry(|| side.cloud.volumes(std::slice::from_ref(id))).await {
+        Ok(v) => v,
+        Err(e) if e.is(ErrorKind::NotFound) => return Ok((false, None)),
+        Err(e) => return Err(e),
+    };
+    let Some(v) = found.into_iter().next() else { return Ok((false, None)) };
+    if !v.attachments.is_empty() {
+        for (instance, _) in &v.attachments {
+            retry(|| side.cloud.detach_volume(id, instance)).await?;
+        }
+        let started = tokio::time::Instant::now();
+        let mut delay = first_poll;
+        loop {
+            let now = retry(|| side.cloud.volumes(std::slice::from_ref(id))).await?;
+            if now.first().is_none_or(|v| v.attachments.is_empty() && v.state == "available") {
+                break;
+            }
+            if started.elapsed() > DETACH_TIMEOUT {
+                return Err(CloudError::new(
+                    "ec2",
+                    "DetachVolume",
+                    ErrorKind::Other,
+                    format!("{id} is still attached after {} s", DETACH_TIMEOUT.as_secs()),
+                ));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_POLL);
+        }
+    }
+    let call = retry(|| side.cloud.delete_volume(id)).await?;
+    Ok((true, call.request_id))
+}
+
+async fn remove_instance(side: &Side, id: &InstanceId) -> Result<(bool, Option<String>), CloudError> {
+    match retry(|| side.cloud.describe_instance(id)).await? {
+        None => Ok((false, None)),
+        Some(i) if i.state == "terminated" => Ok((false, None)),
+        Some(_) => Ok((true, retry(|| side.cloud.terminate_instance(id)).await?.request_id)),
+    }
+}
+
+/// Removes what the case created for analysis (and relay copies when `relay_copies`).
+pub async fn teardown(
+    accounts: &dyn Accounts,
+    journal: &Journal,
+    custody: &dyn CustodySink,
+    relay_copies: bool,
+    first_poll: Duration,
+    reporter: &dyn Reporter,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let forensics = match accounts.forensics().await {
+        Ok(f) => f,
+        Err(e) => {
+            out.errors.push(format!("cannot reach the forensics account: {e}"));
+            return out;
+        }
+    };
+    // Volumes first (detached, then deleted), then the instances they were on.
+    for e in journal.created(ResourceKind::AnalysisVolume, None).await {
+        reporter.step(&e.id, "removing the analysis volume");
+        let Ok(id) = e.id.parse::<VolumeId>() else { continue };
+        match remove_volume(&forensics, &id, first_poll).await {
+            Ok((now, request)) => match record(journal, custody, &forensics, &e, request, now).await {
+                Ok(()) => out.removed.push(Removed {
+                    kind: e.kind,
+                    id: e.id.clone(),
+                    account: e.account.clone(),
+                    region: e.region.clone(),
+                    removed_now: now,
+                }),
+                Err(err) => out.errors.push(format!("{}: {err}", e.id)),
+            },
+            Err(err) => out.errors.push(format!("volume {}: {err}", e.id)),
+        }
+    }
+    for e in journal.created(ResourceKind::AnalysisInstance, None).await {
+        reporter.step(&e.id, "terminating the analysis instance");
+        let Ok(id) = e.id.parse::<InstanceId>() else { continue };
+        match remove_instance(&forensics, &id).await {
+            Ok((now, request)) => match record(journal, custody, &forensics, &e, request, now).await {
+                Ok(()) => out.removed.push(Removed {
+                    kind: e.kind,
+                    id: e.id.clone(),
+                    account: e.account.clone(),
+                    region: e.region.clone(),
+                    removed_now: now,
+                }),
+                Err(err) => out.errors.push(format!("{}: {err}", e.id)),
+            },
+            Err(err) => out.errors.push(format!("instance {}: {err}", e.id)),
+        }
+    }
+    if relay_copies {
+        let completed: Vec<String> = journal
+            .facts()
+            .await
+            .into_iter()
+            .filter(|f| f.kind == ResourceKind::ForensicsCopy && f.fact == Fact::Completed)
+            .filter_map(|f| f.details.get("source_snapshot").and_then(|v| v.as_str()).map(str::to_owned))
+            .collect();
+        for e in journal.created(ResourceKind::RelayCopy, None).await {
+            let source =
+                e.details.get("source_snapshot").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            if !completed.contains(&source) {
+                out.kept.push(format!("{} (its forensics copy of {source} is not complete)", e.id));
+                continue;
+            }
+            let (Ok(account), Ok(region), Ok(id)) =
+                (e.account.parse::<AccountId>(), e.region.parse::<Region>(), e.id.parse::<SnapshotId>())
+            else {
+                continue;
+            };
+            let side = match accounts.member(&account, &region).await {
+                Ok(s) => s,
+                Err(err) => {
+                    out.errors.push(format!("relay copy {}: {err}", e.id));
+                    continue;
+                }
+            };
+            match retry(|| side.cloud.delete_snapshot(&id)).await {
+                Ok(c) => match record(journal, custody, &side, &e, c.request_id, true).await {
+                    Ok(()) => out.removed.push(Removed {
+                        kind: e.kind,
+                        id: e.id.clone(),
+                        account: e.account.clone(),
+                        region: e.region.clone(),
+                        removed_now: true,
+                    }),
+                    Err(err) => out.errors.push(format!("{}: {err}", e.id)),
+                },
+                Err(err) => out.errors.push(format!("relay copy {}: {err}", e.id)),
+            }
+        }
+    }
+    out
+}

@@ -352,25 +352,26 @@ impl ReleaseError {
     }
 }
 
-/// One restore step that failed.
+/// One restore step that failed (the cloud's error boxed: it is large, and these are
+/// collected by the dozen).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error("{eni}: {source}")]
-    Eni { eni: NetworkInterfaceId, source: CloudError },
+    Eni { eni: NetworkInterfaceId, source: Box<CloudError> },
     #[error("{eni} connection tracking: {source}")]
-    ConnTrack { eni: NetworkInterfaceId, source: CloudError },
+    ConnTrack { eni: NetworkInterfaceId, source: Box<CloudError> },
     #[error("instance profile: {source}")]
-    Profile { source: CloudError },
+    Profile { source: Box<CloudError> },
     #[error("deny on {role}: {source}")]
-    Deny { role: String, source: CloudError },
+    Deny { role: String, source: Box<CloudError> },
     #[error("Auto Scaling group {group}: {source}")]
-    AutoScaling { group: String, source: CloudError },
+    AutoScaling { group: String, source: Box<CloudError> },
     #[error("target group {target_group}: {source}")]
-    Target { target_group: String, source: CloudError },
+    Target { target_group: String, source: Box<CloudError> },
     #[error("classic load balancer {balancer}: {source}")]
-    Classic { balancer: String, source: CloudError },
+    Classic { balancer: String, source: Box<CloudError> },
     #[error("instance attribute: {source}")]
-    Attribute { source: CloudError },
+    Attribute { source: Box<CloudError> },
     #[error("{eni} is no longer attached: its groups cannot be restored")]
     EniGone { eni: NetworkInterfaceId },
     #[error("re-reading after release: {0}")]
@@ -481,19 +482,19 @@ pub async fn apply(
     let enis = futures::future::join_all(plan.enis.iter().map(|(eni, groups)| async move {
         retry(|| cloud.set_eni_groups(eni, groups))
             .await
-            .map_err(|source| RestoreError::Eni { eni: eni.clone(), source })
+            .map_err(|source| RestoreError::Eni { eni: eni.clone(), source: Box::new(source) })
     }));
     let conntrack = futures::future::join_all(plan.conntrack.iter().map(|(eni, t)| async move {
         retry(|| cloud.set_conntrack(eni, t))
             .await
-            .map_err(|source| RestoreError::ConnTrack { eni: eni.clone(), source })
+            .map_err(|source| RestoreError::ConnTrack { eni: eni.clone(), source: Box::new(source) })
     }));
     let profile = async {
         match &plan.associate_profile {
             Some(p) => vec![
                 retry(|| cloud.associate_profile(id, p))
                     .await
-                    .map_err(|source| RestoreError::Profile { source }),
+                    .map_err(|source| RestoreError::Profile { source: Box::new(source) }),
             ],
             None => vec![],
         }
@@ -503,28 +504,28 @@ pub async fn apply(
         async move {
             release_deny(cloud, scope, &d.role, policy, arn)
                 .await
-                .map_err(|source| RestoreError::Deny { role: d.role.clone(), source })
+                .map_err(|source| RestoreError::Deny { role: d.role.clone(), source: Box::new(source) })
         }
     }));
-    let asg = async {
-        match &plan.attach_asg {
-            Some(g) => vec![
-                retry(|| cloud.attach(g, id))
-                    .await
-                    .map_err(|source| RestoreError::AutoScaling { group: g.clone(), source }),
-            ],
-            None => vec![],
-        }
-    };
+    let asg =
+        async {
+            match &plan.attach_asg {
+                Some(g) => vec![retry(|| cloud.attach(g, id)).await.map_err(|source| {
+                    RestoreError::AutoScaling { group: g.clone(), source: Box::new(source) }
+                })],
+                None => vec![],
+            }
+        };
     let targets = futures::future::join_all(plan.register.iter().map(|t| async move {
-        retry(|| cloud.register(t, id))
-            .await
-            .map_err(|source| RestoreError::Target { target_group: t.target_group_arn.clone(), source })
+        retry(|| cloud.register(t, id)).await.map_err(|source| RestoreError::Target {
+            target_group: t.target_group_arn.clone(),
+            source: Box::new(source),
+        })
     }));
     let classic = futures::future::join_all(plan.classic.iter().map(|lb| async move {
         retry(|| cloud.classic_register(lb, id))
             .await
-            .map_err(|source| RestoreError::Classic { balancer: lb.clone(), source })
+            .map_err(|source| RestoreError::Classic { balancer: lb.clone(), source: Box::new(source) })
     }));
     let attrs = async {
         let (t, s, d, tag) = futures::join!(
@@ -552,7 +553,7 @@ pub async fn apply(
         [t, s, d, Some(tag)]
             .into_iter()
             .flatten()
-            .map(|x| x.map_err(|source| RestoreError::Attribute { source }))
+            .map(|x| x.map_err(|source| RestoreError::Attribute { source: Box::new(source) }))
             .collect::<Vec<_>>()
     };
     let (e, ct, p, d, a, t, c, at) =

@@ -770,7 +770,7 @@ mod tests {
         // Our isolation group retagged allow-all by someone: still our isolation group.
         let g = group("sg-0000000e", Purpose::AllowAll, vec![]);
         let rec = [(g.id.clone(), Recorded { purpose: Purpose::Isolation, recorded_at: "t".into() })].into();
-        let groups = CaseGroups::trust(&[g.clone()], &rec);
+        let groups = CaseGroups::trust(std::slice::from_ref(&g), &rec);
         assert_eq!(groups.id(&g.vpc, Purpose::Isolation), Some(&g.id));
         assert_eq!(groups.id(&g.vpc, Purpose::AllowAll), None);
     }

@@ -68,8 +68,11 @@ pub struct Scope {
     registry: OnceCell<Arc<GroupRegistry>>,
     /// VPCs whose CreateSecurityGroup permission one instance already checks.
     group_checks: std::sync::Mutex<BTreeSet<VpcId>>,
-    paths: std::sync::Mutex<HashMap<VpcId, Arc<OnceCell<Result<NetworkPaths, String>>>>>,
+    paths: std::sync::Mutex<HashMap<VpcId, PathsCell>>,
 }
+
+/// A VPC's paths, read once by the first instance that needs them.
+type PathsCell = Arc<OnceCell<Result<NetworkPaths, String>>>;
 
 impl Scope {
     pub fn new(account: AccountId, region: Region, cloud: Arc<dyn Cloud>) -> Arc<Self> {
@@ -471,7 +474,7 @@ fn tamper_warnings(case: &CaseId, p: &Prepared) -> Vec<String> {
         .iter()
         .filter(|g| vpcs.contains(&g.vpc))
         .filter(|g| {
-            !g.purpose.is_some_and(|purpose| found.adoptable(case, &g.vpc, purpose).is_some_and(|a| a.id == g.id))
+            g.purpose.is_none_or(|purpose| found.adoptable(case, &g.vpc, purpose).is_none_or(|a| a.id != g.id))
         })
         .map(|g| {
             format!(

@@ -101,7 +101,6 @@ pub struct GroupRegistry {
     allow_all: std::sync::Mutex<HashMap<SecurityGroupId, AllowAllState>>,
     /// One refill of an emptied allow-all group at a time.
     refill: tokio::sync::Mutex<()>,
-    notes: std::sync::Mutex<HashMap<(VpcId, Purpose), Readied>>,
 }
 
 impl GroupRegistry {
@@ -116,7 +115,6 @@ impl GroupRegistry {
             trusted: std::sync::Mutex::new(trusted),
             allow_all: Default::default(),
             refill: Default::default(),
-            notes: Default::default(),
         }
     }
 
@@ -139,6 +137,9 @@ impl GroupRegistry {
     ) -> Result<(SecurityGroupId, Readied), GroupError> {
         let key = (vpc.clone(), purpose);
         let cell = self.cells.lock().expect("registry lock").entry(key.clone()).or_default().clone();
+        // Only the caller whose closure runs readies the group: it alone takes what was
+        // done (the calls go in its own custody record).
+        let mine = std::sync::Mutex::new(Readied::default());
         let id = cell
             .get_or_try_init(|| async {
                 let (id, readied) = self.prepare(cloud, custody, vpc, purpose).await?;
@@ -147,14 +148,12 @@ impl GroupRegistry {
                     self.allow_all.lock().expect("allow-all lock").entry(id.clone()).or_default().emptied =
                         false;
                 }
-                self.notes.lock().expect("notes lock").insert(key.clone(), readied);
+                *mine.lock().expect("readied lock") = readied;
                 Ok::<_, GroupError>(id)
             })
             .await?
             .clone();
-        // The caller that readied it takes what was done (calls go in its custody record).
-        let readied = self.notes.lock().expect("notes lock").remove(&key).unwrap_or_default();
-        Ok((id, readied))
+        Ok((id, mine.into_inner().expect("readied lock")))
     }
 
     async fn prepare(

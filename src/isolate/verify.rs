@@ -272,13 +272,17 @@ pub fn network_limits(
             if !seen.insert(r.target.clone()) {
                 continue;
             }
+            let idle = timeouts(eni);
+            let hint = if ConnTrack::MINIMAL.tcp_established.is_some_and(|m| idle > m) {
+                "; --minimal-conntrack-timeouts lowers it to 60 s"
+            } else {
+                ""
+            };
             out.push(warning(
                 format!("tracked path {} ({})", r.target, eni.id),
                 format!(
-                    "{what} on route {} of {}: flows through it stay tracked whatever the rules, so connections open before isolation survive until idle for {} s (TCP established; --minimal-conntrack-timeouts lowers it to 60 s)",
-                    r.destination,
-                    table.id,
-                    timeouts(eni)
+                    "{what} on route {} of {}: flows through it stay tracked whatever the rules, so connections open before isolation survive until idle for {idle} s (TCP established{hint})",
+                    r.destination, table.id
                 ),
             ));
         }
@@ -293,10 +297,15 @@ pub fn network_limits(
                     {
                         continue;
                     }
+                    let nlb = if *kind == "network_load_balancer" {
+                        " (and an NLB keeps a deregistered target's connections unless connection termination is on)"
+                    } else {
+                        ""
+                    };
                     out.push(warning(
                         format!("tracked service {kind} {vpc}"),
                         format!(
-                            "{n} {what} interface(s) in the VPC: flows through them stay tracked whatever the rules (an NLB keeps a deregistered target's connections unless connection termination is on); connections open before isolation survive until idle"
+                            "{n} {what} interface(s) in the VPC: flows through them stay tracked whatever the rules{nlb}; connections open before isolation survive until idle"
                         ),
                     ));
                 }

@@ -1,22 +1,35 @@
 //! Release: undo containment of one instance, restoring exactly the state recorded
 //! before the first change (security groups per ENI, instance profile, Auto Scaling
 //! membership, target groups with their ports, classic load balancers, termination
-//! protection, shutdown behaviour, DeleteOnTermination per volume), and removing the
-//! inline deny from the role. The decision is pure ([`restore_plan`]); the change is
-//! recorded in custody with its request ids, then re-read and proved ([`release_checks`]).
+//! protection, shutdown behaviour, DeleteOnTermination per volume, connection tracking
+//! timeouts), and taking the instance out of the role's deny (the policy goes when no
+//! other instance of the case is left in it). The decision is pure ([`restore_plan`]);
+//! the change is recorded in custody with its request ids, then re-read and proved
+//! ([`release_checks`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::cloud::retry;
-use crate::cloud::{Call, Cloud, TAG_CONTAINED, Target};
+use crate::cloud::ec2::ConnTrack;
+use crate::cloud::{AsgGroup, retry};
+use crate::cloud::{Call, Cloud, CloudError, TAG_CONTAINED, Target};
 use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId};
 use crate::isolate::observe::{ObserveError, Observed, PriorState, instance_arn, observe, prior_state_item};
-use crate::isolate::plan::deny_policy_name;
+use crate::isolate::plan::{Deny, deny_policy_name, released_deny};
 use crate::isolate::verify::Check;
-use crate::isolate::workflow::Scope;
-use crate::pipeline::custody::{Action, CustodySink, Event};
+use crate::isolate::workflow::{Scope, deny_docs, role_lock};
+use crate::pipeline::custody::{Action, CustodyError, CustodySink, Event};
+
+/// What release does to one role's deny.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DenyRelease {
+    pub role: String,
+    /// The deny left for the other instances of the case (`None`: delete the policy).
+    pub keep: Option<serde_json::Value>,
+    /// The policy under the deny's name was not written by cleanroom.
+    pub foreign: bool,
+}
 
 /// What must change to give the instance back its prior state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -25,13 +38,15 @@ pub struct RestorePlan {
     /// ENIs of the prior state no longer attached (reported, not restorable).
     pub missing_enis: Vec<NetworkInterfaceId>,
     pub associate_profile: Option<String>,
-    pub remove_deny: Vec<String>,
+    pub deny: Vec<DenyRelease>,
     pub attach_asg: Option<String>,
     pub register: Vec<Target>,
     pub classic: Vec<String>,
     pub termination_protection: Option<bool>,
     pub shutdown_behavior: Option<String>,
     pub delete_on_termination: Vec<(String, bool)>,
+    /// Connection tracking timeouts containment lowered, back to what they were.
+    pub conntrack: Vec<(NetworkInterfaceId, ConnTrack)>,
 }
 
 impl RestorePlan {
@@ -48,11 +63,30 @@ impl RestorePlan {
                 groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
             ));
         }
+        for (eni, t) in &self.conntrack {
+            c.push(format!(
+                "ec2:ModifyNetworkInterfaceAttribute {eni} ConnectionTrackingSpecification TcpEstablishedTimeout={} UdpStreamTimeout={} UdpTimeout={}",
+                t.tcp_established.unwrap_or_default(),
+                t.udp_stream.unwrap_or_default(),
+                t.udp.unwrap_or_default()
+            ));
+        }
         if let Some(p) = &self.associate_profile {
             c.push(format!("ec2:AssociateIamInstanceProfile {id} {p}"));
         }
-        for r in &self.remove_deny {
-            c.push(format!("iam:DeleteRolePolicy RoleName={r} PolicyName={}", deny_policy_name(case)));
+        for d in &self.deny {
+            let name = deny_policy_name(case);
+            c.push(match (&d.keep, d.foreign) {
+                (None, false) => format!("iam:DeleteRolePolicy RoleName={} PolicyName={name}", d.role),
+                (None, true) => format!(
+                    "iam:DeleteRolePolicy RoleName={} PolicyName={name} (a policy under the deny's name that cleanroom did not write)",
+                    d.role
+                ),
+                (Some(_), _) => format!(
+                    "iam:PutRolePolicy RoleName={} PolicyName={name} (this instance taken out; the deny of the case's other instances on the role stays)",
+                    d.role
+                ),
+            });
         }
         if let Some(g) = &self.attach_asg {
             c.push(format!("autoscaling:AttachInstances {g} {id} (raises desired capacity by one)"));
@@ -84,13 +118,26 @@ impl RestorePlan {
     }
 }
 
-/// Decides what to restore from the recorded prior state and what is there now.
-pub fn restore_plan(prior: &PriorState, now: &Observed, denied: &BTreeSet<String>) -> RestorePlan {
+/// Decides what to restore from the recorded prior state, what is there now, and the
+/// deny policy of each role (`instance_arn`: the instance's, as the deny names it).
+pub fn restore_plan(
+    prior: &PriorState,
+    now: &Observed,
+    deny_docs: &BTreeMap<String, Option<serde_json::Value>>,
+    instance_arn: &str,
+) -> RestorePlan {
     let mut plan = RestorePlan::default();
     for eni in &prior.enis {
         match now.instance.enis.iter().find(|e| e.id == eni.id) {
-            Some(cur) if cur.groups != eni.groups => plan.enis.push((eni.id.clone(), eni.groups.clone())),
-            Some(_) => {}
+            Some(cur) => {
+                if cur.groups != eni.groups {
+                    plan.enis.push((eni.id.clone(), eni.groups.clone()));
+                }
+                // Only what containment lowered goes back: other changes are not ours.
+                if cur.conntrack.is_some_and(|c| c.is_minimal()) && cur.conntrack != eni.conntrack {
+                    plan.conntrack.push((eni.id.clone(), eni.conntrack.unwrap_or(ConnTrack::AWS_DEFAULT)));
+                }
+            }
             None => plan.missing_enis.push(eni.id.clone()),
         }
     }
@@ -99,7 +146,18 @@ pub fn restore_plan(prior: &PriorState, now: &Observed, denied: &BTreeSet<String
             plan.associate_profile = Some(p.profile_arn.clone());
         }
     }
-    plan.remove_deny = prior.profile_roles.iter().filter(|r| denied.contains(*r)).cloned().collect();
+    for role in &prior.profile_roles {
+        let Some(Some(doc)) = deny_docs.get(role) else { continue };
+        match Deny::parse(doc) {
+            Some(d) if d.instances.contains(instance_arn) => plan.deny.push(DenyRelease {
+                role: role.clone(),
+                keep: released_deny(doc, instance_arn).map(|d| d.document()),
+                foreign: false,
+            }),
+            Some(_) => {}
+            None => plan.deny.push(DenyRelease { role: role.clone(), keep: None, foreign: true }),
+        }
+    }
     if let Some(g) = &prior.auto_scaling_group {
         if now.asg.as_ref().map(|a| &a.name) != Some(&g.name) {
             plan.attach_asg = Some(g.name.clone());
@@ -124,10 +182,30 @@ pub fn restore_plan(prior: &PriorState, now: &Observed, denied: &BTreeSet<String
     plan
 }
 
+/// The Auto Scaling group's desired capacity around a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capacity {
+    pub group: String,
+    /// Read before the release (`None`: the group was not found).
+    pub before: Option<i32>,
+    /// Read after it.
+    pub after: Option<i32>,
+    /// Release attached the instance (AttachInstances raises desired capacity by one).
+    pub attached: bool,
+}
+
 /// Whether the prior state is back, control by control.
-pub fn release_checks(prior: &PriorState, now: &Observed, denied: &BTreeSet<String>) -> Vec<Check> {
+pub fn release_checks(
+    prior: &PriorState,
+    now: &Observed,
+    deny_docs: &BTreeMap<String, Option<serde_json::Value>>,
+    instance_arn: &str,
+    capacity: Option<&Capacity>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut add = |control: String, ok: bool, detail: String| checks.push(Check { control, ok, detail });
+    let mut add = |control: String, ok: bool, detail: String| {
+        checks.push(Check { control, ok, detail, warning: false })
+    };
     for eni in &prior.enis {
         let cur = now.instance.enis.iter().find(|e| e.id == eni.id);
         let show = |g: &[SecurityGroupId]| g.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",");
@@ -139,6 +217,18 @@ pub fn release_checks(prior: &PriorState, now: &Observed, denied: &BTreeSet<Stri
                 None => "no longer attached".into(),
             },
         );
+        if let Some(c) = cur.and_then(|c| c.conntrack) {
+            let lowered = c.is_minimal() && !eni.conntrack.is_some_and(|p| p.is_minimal());
+            add(
+                format!("connection tracking {}", eni.id),
+                !lowered,
+                format!(
+                    "TCP established {:?} s (prior {:?})",
+                    c.tcp_established,
+                    eni.conntrack.and_then(|p| p.tcp_established)
+                ),
+            );
+        }
     }
     let prior_profile = prior.profile.as_ref().map(|p| p.profile_arn.clone());
     let now_profile = now
@@ -152,11 +242,18 @@ pub fn release_checks(prior: &PriorState, now: &Observed, denied: &BTreeSet<Stri
         now_profile.as_deref().unwrap_or("none").to_owned(),
     );
     for r in &prior.profile_roles {
-        add(
-            format!("role {r} deny removed"),
-            !denied.contains(r),
-            if denied.contains(r) { "deny still present".into() } else { "no deny".into() },
-        );
+        let doc = deny_docs.get(r).and_then(|d| d.as_ref());
+        let (ok, detail) = match doc.map(|d| (d, Deny::parse(d))) {
+            None => (true, "no deny".to_owned()),
+            Some((_, Some(d))) if d.instances.contains(instance_arn) => {
+                (false, "the deny still names this instance".to_owned())
+            }
+            Some((_, Some(d))) => {
+                (true, format!("the deny stays for {} other instance(s) of the case", d.instances.len()))
+            }
+            Some((_, None)) => (false, "a policy under the deny's name remains".to_owned()),
+        };
+        add(format!("role {r} credentials no longer denied"), ok, detail);
     }
     let prior_asg = prior.auto_scaling_group.as_ref().map(|g| g.name.clone());
     let now_asg = now.asg.as_ref().map(|g| g.name.clone());
@@ -165,6 +262,24 @@ pub fn release_checks(prior: &PriorState, now: &Observed, denied: &BTreeSet<Stri
         prior_asg == now_asg,
         now_asg.as_deref().unwrap_or("not in a group").to_owned(),
     );
+    if let Some(c) = capacity {
+        // AttachInstances raises desired capacity by exactly one; anything else means
+        // the group is not where release left it.
+        let expected = c.before.map(|b| b + i32::from(c.attached));
+        add(
+            "auto scaling capacity".into(),
+            expected.is_some() && c.after == expected,
+            match (c.before, c.after) {
+                (Some(b), Some(a)) => format!(
+                    "{} desired {a} (before release {b}{}; prior state {})",
+                    c.group,
+                    if c.attached { ", AttachInstances adds one" } else { "" },
+                    prior.auto_scaling_group.as_ref().map(|g| g.desired).unwrap_or_default()
+                ),
+                _ => format!("{} not found: capacity unknown", c.group),
+            },
+        );
+    }
     let missing: Vec<&Target> = prior.target_groups.iter().filter(|t| !now.targets.contains(t)).collect();
     add(
         "target groups".into(),
@@ -217,18 +332,61 @@ pub enum ReleaseError {
     #[error(
         "case {case} holds no containment record for {instance} (evidence item {item}): nothing to restore"
     )]
-    NothingRecorded { case: String, instance: String, item: String },
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Failed(String),
+    NothingRecorded { case: CaseId, instance: InstanceId, item: String },
+    /// The instance cannot be found or is gone (or a read of it failed).
+    #[error(transparent)]
+    Instance(#[from] ObserveError),
+    #[error(transparent)]
+    Read(#[from] CloudError),
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
+    #[error("stored prior state {item} is unreadable: {reason}")]
+    PriorUnreadable { item: String, reason: String },
+}
+
+impl ReleaseError {
+    /// Bad input (exit 2) rather than a failed run (exit 1).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ReleaseError::NothingRecorded { .. })
+            || matches!(self, ReleaseError::Instance(e) if !matches!(e, ObserveError::Aws(_)))
+    }
+}
+
+/// One restore step that failed (the cloud's error boxed: it is large, and these are
+/// collected by the dozen).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{eni}: {source}")]
+    Eni { eni: NetworkInterfaceId, source: Box<CloudError> },
+    #[error("{eni} connection tracking: {source}")]
+    ConnTrack { eni: NetworkInterfaceId, source: Box<CloudError> },
+    #[error("instance profile: {source}")]
+    Profile { source: Box<CloudError> },
+    #[error("deny on {role}: {source}")]
+    Deny { role: String, source: Box<CloudError> },
+    #[error("Auto Scaling group {group}: {source}")]
+    AutoScaling { group: String, source: Box<CloudError> },
+    #[error("target group {target_group}: {source}")]
+    Target { target_group: String, source: Box<CloudError> },
+    #[error("classic load balancer {balancer}: {source}")]
+    Classic { balancer: String, source: Box<CloudError> },
+    #[error("instance attribute: {source}")]
+    Attribute { source: Box<CloudError> },
+    #[error("{eni} is no longer attached: its groups cannot be restored")]
+    EniGone { eni: NetworkInterfaceId },
+    #[error("re-reading after release: {0}")]
+    Reread(ReleaseError),
+    #[error("custody record: {0}")]
+    Custody(CustodyError),
 }
 
 /// What release found and would do, before the confirmation.
 pub struct Pending {
     pub prior: PriorState,
     pub now: Observed,
-    pub denied: BTreeSet<String>,
+    pub deny_docs: BTreeMap<String, Option<serde_json::Value>>,
+    /// The prior Auto Scaling group as it is now (`None`: the instance had none).
+    pub asg_before: Option<Option<AsgGroup>>,
     pub plan: RestorePlan,
 }
 
@@ -241,20 +399,11 @@ pub struct Released {
     pub aws_request_ids: Vec<String>,
 }
 
-async fn denied_roles(
-    cloud: &dyn Cloud,
-    case: &CaseId,
-    roles: &[String],
-) -> Result<BTreeSet<String>, String> {
-    let name = deny_policy_name(case);
-    let mut out = BTreeSet::new();
-    let found = futures::future::join_all(roles.iter().map(|r| retry(|| cloud.role_policy(r, &name)))).await;
-    for (r, f) in roles.iter().zip(found) {
-        if f.map_err(|e| e.to_string())?.is_some() {
-            out.insert(r.clone());
-        }
+async fn asg_now(cloud: &dyn Cloud, prior: &PriorState) -> Result<Option<Option<AsgGroup>>, CloudError> {
+    match &prior.auto_scaling_group {
+        Some(g) => retry(|| cloud.group(&g.name)).await.map(Some),
+        None => Ok(None),
     }
-    Ok(out)
 }
 
 async fn read(
@@ -262,18 +411,15 @@ async fn read(
     scope: &Scope,
     id: &InstanceId,
     prior: &PriorState,
-) -> Result<(Observed, BTreeSet<String>), ReleaseError> {
+) -> Result<(Observed, BTreeMap<String, Option<serde_json::Value>>, Option<Option<AsgGroup>>), ReleaseError> {
     let cloud = scope.cloud.as_ref();
     let tgs: Vec<String> = prior.target_groups.iter().map(|t| t.target_group_arn.clone()).collect();
-    let (now, denied) = futures::join!(
+    let (now, docs, asg) = futures::join!(
         observe(cloud, &scope.account, &scope.region, id, &tgs, !prior.classic_load_balancers.is_empty()),
-        denied_roles(cloud, case, &prior.profile_roles)
+        deny_docs(cloud, case, &prior.profile_roles),
+        asg_now(cloud, prior)
     );
-    let now = now.map_err(|e| match e {
-        ObserveError::Aws(e) => ReleaseError::Failed(e.to_string()),
-        other => ReleaseError::Refused(other.to_string()),
-    })?;
-    Ok((now, denied.map_err(ReleaseError::Failed)?))
+    Ok((now?, docs?, asg?))
 }
 
 /// Reads the recorded prior state and the current state, and decides the restore.
@@ -284,19 +430,39 @@ pub async fn prepare(
     custody: &dyn CustodySink,
 ) -> Result<Pending, ReleaseError> {
     let item = prior_state_item(&scope.account, id);
-    let (_, value) =
-        custody.load_json(&item).await.map_err(|e| ReleaseError::Failed(e.to_string()))?.ok_or_else(
-            || ReleaseError::NothingRecorded {
-                case: case.to_string(),
-                instance: id.to_string(),
-                item: item.clone(),
-            },
-        )?;
+    let (_, value) = custody.load_json(&item).await?.ok_or_else(|| ReleaseError::NothingRecorded {
+        case: case.clone(),
+        instance: id.clone(),
+        item: item.clone(),
+    })?;
     let prior: PriorState = serde_json::from_value(value)
-        .map_err(|e| ReleaseError::Failed(format!("stored prior state is unreadable: {e}")))?;
-    let (now, denied) = read(case, scope, id, &prior).await?;
-    let plan = restore_plan(&prior, &now, &denied);
-    Ok(Pending { prior, now, denied, plan })
+        .map_err(|e| ReleaseError::PriorUnreadable { item: item.clone(), reason: e.to_string() })?;
+    let (now, deny_docs, asg_before) = read(case, scope, id, &prior).await?;
+    let arn = instance_arn(&scope.region, &scope.account, id);
+    let plan = restore_plan(&prior, &now, &deny_docs, &arn);
+    Ok(Pending { prior, now, deny_docs, asg_before, plan })
+}
+
+/// Takes the instance out of the role's deny, on the document as it is now (another
+/// instance of the case may have been added since the plan was made).
+async fn release_deny(
+    cloud: &dyn Cloud,
+    scope: &Scope,
+    role: &str,
+    name: &str,
+    arn: &str,
+) -> Result<Option<Call>, CloudError> {
+    let lock = role_lock(&scope.account, role);
+    let _one = lock.lock().await;
+    let Some(doc) = retry(|| cloud.role_policy(role, name)).await? else { return Ok(None) };
+    match (Deny::parse(&doc), released_deny(&doc, arn)) {
+        (Some(d), _) if !d.instances.contains(arn) => Ok(None),
+        (_, Some(keep)) => {
+            let document = keep.document();
+            retry(|| cloud.put_role_policy(role, name, &document)).await.map(Some)
+        }
+        (_, None) => retry(|| cloud.delete_role_policy(role, name)).await.map(Some),
+    }
 }
 
 /// Applies the restore (every call at once), records it, re-reads and proves it.
@@ -310,42 +476,58 @@ pub async fn apply(
     let cloud = scope.cloud.as_ref();
     let plan = &pending.plan;
     let policy = deny_policy_name(case);
+    let arn = instance_arn(&scope.region, &scope.account, id);
     let mut tags = BTreeMap::new();
     tags.insert(TAG_CONTAINED.to_owned(), "released".to_owned());
     let enis = futures::future::join_all(plan.enis.iter().map(|(eni, groups)| async move {
-        retry(|| cloud.set_eni_groups(eni, groups)).await.map_err(|e| format!("{eni}: {e}"))
+        retry(|| cloud.set_eni_groups(eni, groups))
+            .await
+            .map_err(|source| RestoreError::Eni { eni: eni.clone(), source: Box::new(source) })
+    }));
+    let conntrack = futures::future::join_all(plan.conntrack.iter().map(|(eni, t)| async move {
+        retry(|| cloud.set_conntrack(eni, t))
+            .await
+            .map_err(|source| RestoreError::ConnTrack { eni: eni.clone(), source: Box::new(source) })
     }));
     let profile = async {
         match &plan.associate_profile {
             Some(p) => vec![
-                retry(|| cloud.associate_profile(id, p)).await.map_err(|e| format!("instance profile: {e}")),
+                retry(|| cloud.associate_profile(id, p))
+                    .await
+                    .map_err(|source| RestoreError::Profile { source: Box::new(source) }),
             ],
             None => vec![],
         }
     };
-    let deny =
-        futures::future::join_all(plan.remove_deny.iter().map(|r| {
-            let policy = &policy;
-            async move {
-                retry(|| cloud.delete_role_policy(r, policy)).await.map_err(|e| format!("deny on {r}: {e}"))
-            }
-        }));
-    let asg = async {
-        match &plan.attach_asg {
-            Some(g) => {
-                vec![retry(|| cloud.attach(g, id)).await.map_err(|e| format!("Auto Scaling group {g}: {e}"))]
-            }
-            None => vec![],
+    let deny = futures::future::join_all(plan.deny.iter().map(|d| {
+        let (policy, arn) = (&policy, &arn);
+        async move {
+            release_deny(cloud, scope, &d.role, policy, arn)
+                .await
+                .map_err(|source| RestoreError::Deny { role: d.role.clone(), source: Box::new(source) })
         }
-    };
+    }));
+    let asg =
+        async {
+            match &plan.attach_asg {
+                Some(g) => vec![retry(|| cloud.attach(g, id)).await.map_err(|source| {
+                    RestoreError::AutoScaling { group: g.clone(), source: Box::new(source) }
+                })],
+                None => vec![],
+            }
+        };
     let targets = futures::future::join_all(plan.register.iter().map(|t| async move {
-        retry(|| cloud.register(t, id)).await.map_err(|e| format!("target group {}: {e}", t.target_group_arn))
+        retry(|| cloud.register(t, id)).await.map_err(|source| RestoreError::Target {
+            target_group: t.target_group_arn.clone(),
+            source: Box::new(source),
+        })
     }));
     let classic = futures::future::join_all(plan.classic.iter().map(|lb| async move {
-        retry(|| cloud.classic_register(lb, id)).await.map_err(|e| format!("classic load balancer {lb}: {e}"))
+        retry(|| cloud.classic_register(lb, id))
+            .await
+            .map_err(|source| RestoreError::Classic { balancer: lb.clone(), source: Box::new(source) })
     }));
     let attrs = async {
-        let mut r = Vec::new();
         let (t, s, d, tag) = futures::join!(
             async {
                 match plan.termination_protection {
@@ -368,37 +550,53 @@ pub async fn apply(
             },
             retry(|| cloud.create_tags(id, &tags))
         );
-        for x in [t, s, d, Some(tag)].into_iter().flatten() {
-            r.push(x.map_err(|e| format!("instance attribute: {e}")));
-        }
-        r
+        [t, s, d, Some(tag)]
+            .into_iter()
+            .flatten()
+            .map(|x| x.map_err(|source| RestoreError::Attribute { source: Box::new(source) }))
+            .collect::<Vec<_>>()
     };
-    let (e, p, d, a, t, c, at) = futures::join!(enis, profile, deny, asg, targets, classic, attrs);
+    let (e, ct, p, d, a, t, c, at) =
+        futures::join!(enis, conntrack, profile, deny, asg, targets, classic, attrs);
     let mut calls: Vec<Call> = Vec::new();
-    let mut errors = Vec::new();
-    for r in e.into_iter().chain(p).chain(d).chain(a).chain(t).chain(c).chain(at) {
+    let mut errors: Vec<RestoreError> = Vec::new();
+    for r in e.into_iter().chain(ct).chain(p).chain(a).chain(t).chain(c).chain(at) {
         match r {
             Ok(call) => calls.push(call),
             Err(err) => errors.push(err),
         }
     }
+    for r in d {
+        match r {
+            Ok(call) => calls.extend(call),
+            Err(err) => errors.push(err),
+        }
+    }
     for eni in &plan.missing_enis {
-        errors.push(format!("{eni} is no longer attached: its groups cannot be restored"));
+        errors.push(RestoreError::EniGone { eni: eni.clone() });
     }
     let request_ids: Vec<String> = calls.iter().filter_map(|c| c.request_id.clone()).collect();
-    let subject = instance_arn(&scope.region, &scope.account, id);
-    let (checks, read_error) = match read(case, scope, id, &pending.prior).await {
-        Ok((now, denied)) => (release_checks(&pending.prior, &now, &denied), None),
-        Err(e) => (vec![], Some(e.to_string())),
+    let checks = match read(case, scope, id, &pending.prior).await {
+        Ok((now, docs, asg_after)) => {
+            let capacity = pending.prior.auto_scaling_group.as_ref().map(|g| Capacity {
+                group: g.name.clone(),
+                before: pending.asg_before.clone().flatten().map(|g| g.desired),
+                after: asg_after.flatten().map(|g| g.desired),
+                attached: plan.attach_asg.is_some(),
+            });
+            release_checks(&pending.prior, &now, &docs, &arn, capacity.as_ref())
+        }
+        Err(e) => {
+            errors.push(RestoreError::Reread(e));
+            vec![]
+        }
     };
-    if let Some(e) = read_error {
-        errors.push(format!("re-reading after release: {e}"));
-    }
     let ok = errors.is_empty() && checks.iter().all(|c| c.ok);
+    let mut errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     if let Err(e) = custody
         .record(Event {
-            action: if ok { Action::Released } else { Action::ContainmentFailed },
-            subject,
+            action: if ok { Action::Released } else { Action::ReleaseFailed },
+            subject: arn.clone(),
             evidence: vec![],
             aws_request_ids: request_ids.clone(),
             details: serde_json::json!({
@@ -408,7 +606,7 @@ pub async fn apply(
         })
         .await
     {
-        errors.push(format!("custody record: {e}"));
+        errors.push(RestoreError::Custody(e).to_string());
     }
     Released {
         instance: id.to_string(),

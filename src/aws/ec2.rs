@@ -13,14 +13,16 @@ use aws_sdk_ec2::types::{
 
 use super::AccountClients;
 use super::raw::captured;
-use crate::cloud::ec2::{InstanceDetails, InstanceStorage};
+use crate::cloud::ec2::{
+    ConnTrack, InstanceDetails, InstanceStorage, NetworkPaths, Route, RouteTable, VpcInterface,
+};
 use crate::cloud::{
     Attributes, Call, Captured, CloudResult, DryRun, Ec2, Eni, Group, Instance, NewGroup, NewInstance,
     ProfileAssociation, Purpose, Raw, Rule, TAG_CASE, TAG_PURPOSE, VolumeAttachment, missing,
 };
 use crate::cloud::{CloudError, ErrorKind};
 use crate::ids::Region;
-use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId};
+use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, SecurityGroupId, VpcId};
 
 fn filter(name: &str, values: &[&str]) -> Filter {
     Filter::builder().name(name).set_values(Some(values.iter().map(|v| v.to_string()).collect())).build()
@@ -48,6 +50,13 @@ fn instance_from(i: &aws_sdk_ec2::types::Instance) -> CloudResult<Instance> {
                 .iter()
                 .filter_map(|a| a.ipv6_address().map(str::to_owned))
                 .collect(),
+            subnet: n.subnet_id().and_then(|s| s.parse().ok()),
+            interface_type: n.interface_type().map(str::to_owned),
+            conntrack: n.connection_tracking_configuration().map(|c| ConnTrack {
+                tcp_established: c.tcp_established_timeout(),
+                udp_stream: c.udp_stream_timeout(),
+                udp: c.udp_timeout(),
+            }),
         });
     }
     enis.sort_by_key(|e| e.device_index);
@@ -250,10 +259,7 @@ impl Ec2 for AccountClients {
     }
 
     async fn case_groups(&self, case: &CaseId) -> CloudResult<Vec<Group>> {
-        let pages: Vec<_> = self
-            .ec2
-            .describe_security_groups()
-            .filters(filter(&format!("tag:{TAG_CASE}"), &[case.as_str()]))
+        let pages: Vec<_> = case_groups_request(&self.ec2, case)
             .into_paginator()
             .send()
             .try_collect()
@@ -262,16 +268,7 @@ impl Ec2 for AccountClients {
         let mut groups = Vec::new();
         for p in pages {
             for g in p.security_groups() {
-                let tag = |k: &str| g.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
-                let mut rules = rules_from(g.ip_permissions(), false);
-                rules.extend(rules_from(g.ip_permissions_egress(), true));
-                groups.push(Group {
-                    id: parse("DescribeSecurityGroups", "GroupId", g.group_id())?,
-                    vpc: parse("DescribeSecurityGroups", "VpcId", g.vpc_id())?,
-                    name: g.group_name().unwrap_or_default().to_owned(),
-                    purpose: tag(TAG_PURPOSE).and_then(Purpose::from_tag),
-                    rules,
-                });
+                groups.push(group_from(g)?);
             }
         }
         Ok(groups)
@@ -338,19 +335,7 @@ impl Ec2 for AccountClients {
     }
 
     async fn create_group(&self, group: &NewGroup) -> CloudResult<(SecurityGroupId, Call)> {
-        let tags = group.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        let out = self
-            .ec2
-            .create_security_group()
-            .group_name(&group.name)
-            .description(&group.description)
-            .vpc_id(group.vpc.as_str())
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::SecurityGroup)
-                    .set_tags(Some(tags))
-                    .build(),
-            )
+        let out = create_group_request(&self.ec2, group)
             .send()
             .await
             .map_err(CloudError::of("ec2", "CreateSecurityGroup"))?;
@@ -517,6 +502,95 @@ impl Ec2 for AccountClients {
             .await
             .map_err(CloudError::of("ec2", "AssociateIamInstanceProfile"))?;
         Ok(call("AssociateIamInstanceProfile", &out))
+    }
+
+    async fn groups_by_id(&self, ids: &[SecurityGroupId]) -> CloudResult<Vec<Group>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let out = match self.ec2.describe_security_groups().set_group_ids(Some(json_ids(ids))).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = CloudError::from_sdk("ec2", "DescribeSecurityGroups", e);
+                if !e.is(ErrorKind::NotFound) {
+                    return Err(e);
+                }
+                // One deleted group fails the whole call: read them one by one, so the
+                // ones still there are checked and the missing one reported missing.
+                let mut found = Vec::new();
+                for id in ids {
+                    match self.ec2.describe_security_groups().group_ids(id.as_str()).send().await {
+                        Ok(o) => {
+                            for g in o.security_groups() {
+                                found.push(group_from(g)?);
+                            }
+                        }
+                        Err(e) => {
+                            let e = CloudError::from_sdk("ec2", "DescribeSecurityGroups", e);
+                            if !e.is(ErrorKind::NotFound) {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                return Ok(found);
+            }
+        };
+        out.security_groups().iter().map(group_from).collect()
+    }
+
+    async fn network_paths(&self, vpc: &VpcId) -> CloudResult<NetworkPaths> {
+        let tables = self
+            .ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &[vpc.as_str()]))
+            .into_paginator()
+            .send()
+            .try_collect();
+        // Every interface of the VPC, typed client-side: the `interface-type` filter
+        // would be cheaper on AWS, but the lab's moto 5.2.5 refuses it.
+        let interfaces = self
+            .ec2
+            .describe_network_interfaces()
+            .filters(filter("vpc-id", &[vpc.as_str()]))
+            .into_paginator()
+            .send()
+            .try_collect();
+        let (tables, interfaces) = futures::join!(tables, interfaces);
+        let tables: Vec<_> = tables.map_err(CloudError::of("ec2", "DescribeRouteTables"))?;
+        let interfaces: Vec<_> = interfaces.map_err(CloudError::of("ec2", "DescribeNetworkInterfaces"))?;
+        let mut paths = NetworkPaths::default();
+        for page in tables {
+            for t in page.route_tables() {
+                paths.route_tables.push(route_table_from(t)?);
+            }
+        }
+        for page in interfaces {
+            for n in page.network_interfaces() {
+                let Some(kind) = n.interface_type().map(|t| t.as_str().to_owned()) else { continue };
+                // Instances' own interfaces are what containment swaps; the rest are
+                // service-owned paths.
+                if kind == "interface" || kind == "efa" || kind == "trunk" {
+                    continue;
+                }
+                paths.interfaces.push(VpcInterface {
+                    id: n
+                        .network_interface_id()
+                        .ok_or_else(|| missing("ec2", "DescribeNetworkInterfaces", "NetworkInterfaceId"))?
+                        .to_owned(),
+                    interface_type: kind,
+                });
+            }
+        }
+        Ok(paths)
+    }
+
+    async fn set_conntrack(&self, eni: &NetworkInterfaceId, timeouts: &ConnTrack) -> CloudResult<Call> {
+        let out = conntrack_request(&self.ec2, eni, timeouts)
+            .send()
+            .await
+            .map_err(CloudError::of("ec2", "ModifyNetworkInterfaceAttribute"))?;
+        Ok(call("ModifyNetworkInterfaceAttribute", &out))
     }
 
     async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
@@ -813,6 +887,100 @@ impl Ec2 for AccountClients {
     }
 }
 
+/// The request that finds the case's groups: by the tag [`create_group_request`] sets.
+fn case_groups_request(
+    ec2: &aws_sdk_ec2::Client,
+    case: &CaseId,
+) -> aws_sdk_ec2::operation::describe_security_groups::builders::DescribeSecurityGroupsFluentBuilder {
+    ec2.describe_security_groups().filters(filter(&format!("tag:{TAG_CASE}"), &[case.as_str()]))
+}
+
+/// CreateSecurityGroup with the group's tags in the same call.
+fn create_group_request(
+    ec2: &aws_sdk_ec2::Client,
+    group: &NewGroup,
+) -> aws_sdk_ec2::operation::create_security_group::builders::CreateSecurityGroupFluentBuilder {
+    let tags = group.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    ec2.create_security_group()
+        .group_name(&group.name)
+        .description(&group.description)
+        .vpc_id(group.vpc.as_str())
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .set_tags(Some(tags))
+                .build(),
+        )
+}
+
+fn conntrack_request(
+    ec2: &aws_sdk_ec2::Client,
+    eni: &NetworkInterfaceId,
+    timeouts: &ConnTrack,
+) -> aws_sdk_ec2::operation::modify_network_interface_attribute::builders::ModifyNetworkInterfaceAttributeFluentBuilder{
+    ec2.modify_network_interface_attribute()
+        .network_interface_id(eni.as_str())
+        .connection_tracking_specification(
+            aws_sdk_ec2::types::ConnectionTrackingSpecificationRequest::builder()
+                .set_tcp_established_timeout(timeouts.tcp_established)
+                .set_udp_stream_timeout(timeouts.udp_stream)
+                .set_udp_timeout(timeouts.udp)
+                .build(),
+        )
+}
+
+fn group_from(g: &aws_sdk_ec2::types::SecurityGroup) -> CloudResult<Group> {
+    const OP: &str = "DescribeSecurityGroups";
+    let tag = |k: &str| g.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+    let mut rules = rules_from(g.ip_permissions(), false);
+    rules.extend(rules_from(g.ip_permissions_egress(), true));
+    Ok(Group {
+        id: parse(OP, "GroupId", g.group_id())?,
+        vpc: parse(OP, "VpcId", g.vpc_id())?,
+        name: g.group_name().unwrap_or_default().to_owned(),
+        purpose: tag(TAG_PURPOSE).and_then(Purpose::from_tag),
+        rules,
+    })
+}
+
+fn route_table_from(t: &aws_sdk_ec2::types::RouteTable) -> CloudResult<RouteTable> {
+    const OP: &str = "DescribeRouteTables";
+    let mut routes = Vec::new();
+    for r in t.routes() {
+        let destination = r
+            .destination_cidr_block()
+            .or(r.destination_ipv6_cidr_block())
+            .or(r.destination_prefix_list_id())
+            .unwrap_or_default()
+            .to_owned();
+        let target = r
+            .nat_gateway_id()
+            .or(r.egress_only_internet_gateway_id())
+            .or(r.transit_gateway_id())
+            .or(r.gateway_id())
+            .or(r.network_interface_id())
+            .or(r.vpc_peering_connection_id())
+            .or(r.local_gateway_id())
+            .or(r.carrier_gateway_id())
+            .or(r.core_network_arn())
+            .or(r.instance_id())
+            .unwrap_or_default()
+            .to_owned();
+        routes.push(Route { destination, target });
+    }
+    Ok(RouteTable {
+        id: t.route_table_id().ok_or_else(|| missing("ec2", OP, "RouteTableId"))?.to_owned(),
+        main: t.associations().iter().any(|a| a.main() == Some(true)),
+        subnets: t
+            .associations()
+            .iter()
+            .filter_map(|a| a.subnet_id())
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+        routes,
+    })
+}
+
 fn associations(
     list: &[aws_sdk_ec2::types::IamInstanceProfileAssociation],
 ) -> CloudResult<Vec<ProfileAssociation>> {
@@ -859,9 +1027,53 @@ mod tests {
         }
     }
 
+    fn client() -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("eu-west-1"))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    // Regression: this test used to compare the tag constant with itself. A group the
+    // tool creates must be one its own search finds: the filter names the key the
+    // create call tags with, and asks for the case's value.
     #[test]
-    fn the_tag_constants_are_what_the_filters_use() {
-        assert_eq!(filter("tag:cleanroom:case", &["C"]).name(), Some("tag:cleanroom:case"));
-        assert_eq!(TAG_CASE, "cleanroom:case");
+    fn a_group_the_tool_creates_is_one_its_search_finds() {
+        let case: CaseId = "IR-7".parse().unwrap();
+        let new = NewGroup {
+            vpc: "vpc-01234567".parse().unwrap(),
+            name: Purpose::Isolation.group_name(&case),
+            description: "d".into(),
+            tags: [
+                (TAG_CASE.to_owned(), case.to_string()),
+                (TAG_PURPOSE.to_owned(), Purpose::Isolation.tag().to_owned()),
+            ]
+            .into(),
+        };
+        let ec2 = client();
+        let create = create_group_request(&ec2, &new);
+        let spec = &create.as_input().get_tag_specifications().as_ref().unwrap()[0];
+        assert_eq!(spec.resource_type(), Some(&ResourceType::SecurityGroup));
+        let search = case_groups_request(&ec2, &case);
+        let filters = search.as_input().get_filters().as_ref().unwrap();
+        assert_eq!(filters.len(), 1, "{filters:?}");
+        let key = filters[0].name().unwrap().strip_prefix("tag:").expect("a tag filter");
+        let tagged =
+            spec.tags().iter().find(|t| t.key() == Some(key)).expect("the created group carries the key");
+        assert_eq!(filters[0].values(), [tagged.value().unwrap().to_owned()]);
+        assert_eq!(filters[0].values(), [case.to_string()]);
+    }
+
+    #[test]
+    fn connection_tracking_asks_for_the_given_timeouts() {
+        let eni: NetworkInterfaceId = "eni-01234567".parse().unwrap();
+        let req = conntrack_request(&client(), &eni, &ConnTrack::MINIMAL);
+        let spec = req.as_input().get_connection_tracking_specification().as_ref().unwrap();
+        assert_eq!(
+            (spec.tcp_established_timeout(), spec.udp_stream_timeout(), spec.udp_timeout()),
+            (Some(60), Some(60), Some(30))
+        );
+        assert_eq!(req.as_input().get_groups(), &None, "groups are left alone");
     }
 }

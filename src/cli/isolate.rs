@@ -30,6 +30,17 @@ pub struct Args {
     /// Print every API call it would make, change nothing (not even the evidence bucket).
     #[arg(long)]
     pub plan: bool,
+    /// Also deny every session of the instance's roles issued before isolation
+    /// (aws:TokenIssueTime), set once the profile is gone. Cuts every other instance and
+    /// service using the role: `--plan` lists them.
+    #[arg(long)]
+    pub revoke_all_role_sessions: bool,
+    /// Lower every ENI's connection tracking timeouts to the minimum (TCP established
+    /// 60 s, UDP stream 60 s, UDP 30 s), so connections that stay tracked after the
+    /// swap (NAT gateway, NLB, PrivateLink...) end a minute after going idle. Release
+    /// restores the prior timeouts.
+    #[arg(long)]
+    pub minimal_conntrack_timeouts: bool,
 }
 
 /// `tag:KEY=VALUE` -> (KEY, VALUE).
@@ -146,6 +157,10 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         now: now_rfc3339(),
         member_role: config.member.role_name.to_string(),
         started: Some(started),
+        controls: crate::isolate::plan::Controls {
+            revoke_all_role_sessions: args.revoke_all_role_sessions,
+            minimal_conntrack: args.minimal_conntrack_timeouts,
+        },
     };
     let outcomes = isolate(&settings, targets, custody, ctx.reporter.clone()).await;
     ctx.emit(
@@ -194,11 +209,12 @@ pub fn render(outcomes: &[Outcome], plan: bool) -> String {
                 .checks
                 .iter()
                 .map(|c| {
-                    vec![
-                        c.control.clone(),
-                        if c.ok { "in force".into() } else { "NOT IN FORCE".into() },
-                        c.detail.clone(),
-                    ]
+                    let state = match (c.warning, c.ok) {
+                        (true, _) => "WARNING",
+                        (false, true) => "in force",
+                        (false, false) => "NOT IN FORCE",
+                    };
+                    vec![c.control.clone(), state.into(), c.detail.clone()]
                 })
                 .collect();
             out.push_str(&super::table(&["CONTROL", "STATE", "DETAIL"], &rows));

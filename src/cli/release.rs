@@ -39,10 +39,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     );
     let custody = Arc::new(CaseCustody(case?));
     let (scope, id) = targets?.into_iter().next().ok_or_else(|| Error::refused("no instance"))?;
-    let pending = prepare(&args.case, &scope, &id, custody.as_ref()).await.map_err(|e| match e {
-        ReleaseError::Failed(_) => Error::failed(e),
-        _ => Error::refused(e),
-    })?;
+    let pending = prepare(&args.case, &scope, &id, custody.as_ref())
+        .await
+        .map_err(|e: ReleaseError| if e.is_refusal() { Error::refused(e) } else { Error::failed(e) })?;
     let calls = pending.plan.api_calls(&id, &args.case);
     let mut text = format!(
         "release of {id} (case {}) restores the state recorded at {}:\n",

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{Call, Captured, CloudResult, Raw};
-use crate::ids::{CaseId, InstanceId, NetworkInterfaceId, Region, SecurityGroupId, VolumeId, VpcId};
+use crate::ids::{
+    CaseId, InstanceId, NetworkInterfaceId, Region, SecurityGroupId, SubnetId, VolumeId, VpcId,
+};
 
 /// One network interface of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,96 @@ pub struct Eni {
     /// In the order AWS reports them.
     pub groups: Vec<SecurityGroupId>,
     pub ipv6_addresses: Vec<String>,
+    /// The subnet it is in: its route table says which paths stay tracked.
+    #[serde(default)]
+    pub subnet: Option<SubnetId>,
+    /// `interface`, `efa`, `trunk`, ... A `trunk` carries branch ENIs (ECS `awsvpc`
+    /// tasks) that are not among the instance's interfaces.
+    #[serde(default)]
+    pub interface_type: Option<String>,
+    /// Connection tracking idle timeouts, when the API reports them.
+    #[serde(default)]
+    pub conntrack: Option<ConnTrack>,
+}
+
+/// Connection tracking idle timeouts of an ENI, in seconds (`None`: not reported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnTrack {
+    pub tcp_established: Option<i32>,
+    pub udp_stream: Option<i32>,
+    pub udp: Option<i32>,
+}
+
+impl ConnTrack {
+    /// The shortest timeouts EC2 accepts (ConnectionTrackingSpecificationRequest: TCP
+    /// established 60 to 432000 s, UDP stream 60 to 180 s, UDP 30 to 60 s): a flow
+    /// that stays tracked after the swap (NAT gateway, NLB, PrivateLink...) dies a
+    /// minute after it goes idle instead of five days.
+    pub const MINIMAL: ConnTrack =
+        ConnTrack { tcp_established: Some(60), udp_stream: Some(60), udp: Some(30) };
+    /// EC2's defaults, restored on release when the prior value was not reported.
+    pub const AWS_DEFAULT: ConnTrack =
+        ConnTrack { tcp_established: Some(432_000), udp_stream: Some(180), udp: Some(30) };
+
+    /// Every timeout is reported and no longer than [`ConnTrack::MINIMAL`].
+    pub fn is_minimal(&self) -> bool {
+        let at_most = |v: Option<i32>, max: Option<i32>| matches!((v, max), (Some(v), Some(m)) if v <= m);
+        at_most(self.tcp_established, Self::MINIMAL.tcp_established)
+            && at_most(self.udp_stream, Self::MINIMAL.udp_stream)
+            && at_most(self.udp, Self::MINIMAL.udp)
+    }
+
+    /// The TCP established idle timeout in force (EC2's default when not reported).
+    pub fn tcp_established_or_default(conntrack: Option<&ConnTrack>) -> i32 {
+        conntrack.and_then(|c| c.tcp_established).or(Self::AWS_DEFAULT.tcp_established).unwrap_or(432_000)
+    }
+}
+
+/// One route of a route table, reduced to where it leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// A CIDR or a prefix list id.
+    pub destination: String,
+    /// The target's id: `nat-`, `eigw-`, `tgw-`, `igw-`, `vpce-`, `pcx-`, `eni-`, `local`...
+    pub target: String,
+}
+
+/// A route table of a VPC and the subnets explicitly associated with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub id: String,
+    /// The VPC's main table: it serves every subnet without an explicit association.
+    pub main: bool,
+    pub subnets: Vec<SubnetId>,
+    pub routes: Vec<Route>,
+}
+
+/// A network interface of the VPC that is not an instance's: the interface type says
+/// which service owns it (`nat_gateway`, `network_load_balancer`, `vpc_endpoint`,
+/// `gateway_load_balancer_endpoint`, `transit_gateway`, `lambda`, `branch`...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpcInterface {
+    pub id: String,
+    pub interface_type: String,
+}
+
+/// What the API shows about a VPC's paths that security groups cannot cut: its route
+/// tables and the service-owned interfaces in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkPaths {
+    pub route_tables: Vec<RouteTable>,
+    pub interfaces: Vec<VpcInterface>,
+}
+
+impl NetworkPaths {
+    /// The route table a subnet's traffic follows: its explicit association, else the
+    /// VPC's main table.
+    pub fn table_of(&self, subnet: &SubnetId) -> Option<&RouteTable> {
+        self.route_tables
+            .iter()
+            .find(|t| t.subnets.contains(subnet))
+            .or_else(|| self.route_tables.iter().find(|t| t.main))
+    }
 }
 
 /// One EBS volume attached to an instance.
@@ -255,6 +347,12 @@ pub trait Ec2: Send + Sync {
     async fn create_tags(&self, id: &InstanceId, tags: &BTreeMap<String, String>) -> CloudResult<Call>;
     async fn disassociate_profile(&self, association_id: &str) -> CloudResult<Call>;
     async fn associate_profile(&self, id: &InstanceId, profile_arn: &str) -> CloudResult<Call>;
+    /// Security groups by id, whatever their tags (the groups the case trusts, re-read).
+    async fn groups_by_id(&self, ids: &[SecurityGroupId]) -> CloudResult<Vec<Group>>;
+    /// Route tables and service-owned interfaces of a VPC (every page).
+    async fn network_paths(&self, vpc: &VpcId) -> CloudResult<NetworkPaths>;
+    /// Sets an ENI's connection tracking idle timeouts.
+    async fn set_conntrack(&self, eni: &NetworkInterfaceId, timeouts: &ConnTrack) -> CloudResult<Call>;
 
     /// Many instances in one call (found ones only; unknown ids are left out).
     async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>>;

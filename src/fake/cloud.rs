@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::cloud::CloudError;
 use crate::cloud::ErrorKind;
-use crate::cloud::ec2::{InstanceDetails, InstanceStorage};
+use crate::cloud::ec2::{ConnTrack, InstanceDetails, InstanceStorage, NetworkPaths};
 use crate::cloud::{
     AsgGroup, Attributes, AutoScaling, Call, CloudResult, DryRun, Ec2, Eni, Group, Iam, Instance,
     LoadBalancing, NewGroup, NewInstance, ProfileAssociation, Purpose, Rule, TAG_CASE, TAG_PURPOSE, Target,
@@ -56,6 +56,13 @@ pub struct State {
     /// Target group ARN -> (instance id, registration).
     pub target_groups: BTreeMap<String, Vec<(String, Target)>>,
     pub classic: BTreeMap<String, Vec<String>>,
+    /// Route tables and service-owned interfaces, per VPC.
+    pub paths: BTreeMap<VpcId, NetworkPaths>,
+    /// Reads of the profile association that still show `disassociating` after
+    /// DisassociateIamInstanceProfile (AWS takes a moment); 0: gone at once.
+    pub disassociation_reads: u32,
+    /// Associations being disassociated: association id -> reads left.
+    pub disassociating: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -85,6 +92,9 @@ struct Faults {
     crash_after: Option<usize>,
     denied: Vec<String>,
     calls: usize,
+    /// (operation, substring of the detail, remaining): the change is made, then the
+    /// answer is lost (a timeout after AWS applied it).
+    lost: Vec<(String, Option<String>, u32)>,
 }
 
 /// One call the fake received: operation and detail.
@@ -206,6 +216,100 @@ impl FakeCloud {
         self.world.faults.lock().expect("faults lock").denied.push(operation.into());
     }
 
+    /// The next `times` calls of `operation` whose detail contains `matching` are
+    /// applied, then answer with a timeout: the caller cannot know the change was made.
+    pub fn lose_response(&self, operation: &str, matching: Option<&str>, times: u32) {
+        self.world.faults.lock().expect("faults lock").lost.push((
+            operation.into(),
+            matching.map(str::to_owned),
+            times,
+        ));
+    }
+
+    /// After a change was applied: the timeout [`FakeCloud::lose_response`] asked for.
+    fn answer(&self, call: Call, detail: &str) -> CloudResult<Call> {
+        let mut f = self.world.faults.lock().expect("faults lock");
+        let op = call.operation.clone();
+        if let Some(rule) = f.lost.iter_mut().find(|(o, m, left)| {
+            *o == op && m.as_ref().is_none_or(|m| detail.contains(m.as_str())) && *left > 0
+        }) {
+            rule.2 -= 1;
+            drop(f);
+            let mut log = self.world.log.lock().expect("log lock");
+            if let Some(l) = log.iter_mut().rev().find(|l| l.operation == op && l.detail == detail) {
+                l.failed = true;
+                l.detail.push_str(" (applied, answer lost)");
+            }
+            return Err(CloudError {
+                service: "fake",
+                operation: leak(&op),
+                kind: ErrorKind::Unreachable,
+                code: None,
+                message: "operation timed out (the change was applied)".into(),
+                request_id: None,
+            });
+        }
+        Ok(call)
+    }
+
+    /// Whether the role's inline policies deny a request made with a session of
+    /// `role` issued at `issued_at` (RFC 3339) and, for instance credentials, carrying
+    /// `source_instance` as `ec2:SourceInstanceARN`. Evaluates Deny statements with
+    /// `StringEquals` and `DateLessThan` conditions, as IAM does: every condition of a
+    /// statement must hold; a key absent from the request fails a positive operator.
+    pub fn session_denied(&self, role: &str, source_instance: Option<&str>, issued_at: &str) -> bool {
+        let s = self.state.lock().expect("state lock");
+        let parse =
+            |t: &str| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+        let issued = parse(issued_at);
+        let key = |k: &str| -> Option<String> {
+            match k.to_ascii_lowercase().as_str() {
+                "ec2:sourceinstancearn" => source_instance.map(str::to_owned),
+                "aws:tokenissuetime" => Some(issued_at.to_owned()),
+                _ => None,
+            }
+        };
+        let values = |v: &serde_json::Value| -> Vec<String> {
+            match v {
+                serde_json::Value::Array(a) => {
+                    a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()
+                }
+                serde_json::Value::String(x) => vec![x.clone()],
+                _ => vec![],
+            }
+        };
+        for ((r, _), doc) in &s.role_policies {
+            if r != role {
+                continue;
+            }
+            let statements = match &doc["Statement"] {
+                serde_json::Value::Array(a) => a.clone(),
+                other => vec![other.clone()],
+            };
+            for st in statements {
+                if st["Effect"] != "Deny" || st["Action"] != "*" {
+                    continue;
+                }
+                let Some(conditions) = st["Condition"].as_object() else { continue };
+                let holds = conditions.iter().all(|(op, kv)| {
+                    kv.as_object().is_some_and(|kv| {
+                        kv.iter().all(|(k, want)| match (op.as_str(), key(k)) {
+                            ("StringEquals", Some(have)) => values(want).contains(&have),
+                            ("DateLessThan", Some(_)) => values(want)
+                                .iter()
+                                .any(|w| matches!((issued, parse(w)), (Some(i), Some(w)) if i < w)),
+                            _ => false,
+                        })
+                    })
+                });
+                if holds {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Every call after the `calls`-th fails, as if the process had died there.
     pub fn crash_after(&self, calls: usize) {
         let mut f = self.world.faults.lock().expect("faults lock");
@@ -231,10 +335,17 @@ impl FakeCloud {
         self.state.lock().expect("state lock").clone()
     }
 
+    /// Names of the groups, each with its rule count when the call is made (so a test
+    /// sees what a group allowed at the moment an ENI went onto it).
     fn group_names(&self, ids: &[SecurityGroupId]) -> String {
         let s = self.state.lock().expect("state lock");
         ids.iter()
-            .map(|g| s.groups.get(g).map(|f| f.group.name.clone()).unwrap_or_else(|| g.to_string()))
+            .map(|g| {
+                s.groups
+                    .get(g)
+                    .map(|f| format!("{}[{} rules]", f.group.name, f.group.rules.len()))
+                    .unwrap_or_else(|| g.to_string())
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -322,6 +433,9 @@ impl FakeCloud {
                 vpc: vpc.clone(),
                 groups: vec![web_sg.clone()],
                 ipv6_addresses: vec![],
+                subnet: Some("subnet-0000000a".parse().expect("id")),
+                interface_type: Some("interface".into()),
+                conntrack: None,
             },
         );
         s.enis.insert(
@@ -332,6 +446,9 @@ impl FakeCloud {
                 vpc: vpc.clone(),
                 groups: vec![web_sg.clone(), admin_sg],
                 ipv6_addresses: vec!["2001:db8::10".into()],
+                subnet: Some("subnet-0000000a".parse().expect("id")),
+                interface_type: Some("interface".into()),
+                conntrack: None,
             },
         );
         let vol = |s: &mut State, device: &str, delete: bool| VolumeAttachment {
@@ -405,6 +522,9 @@ impl FakeCloud {
                 vpc: vpc.clone(),
                 groups: vec![group],
                 ipv6_addresses: vec![],
+                subnet: Some("subnet-0000000a".parse().expect("id")),
+                interface_type: Some("interface".into()),
+                conntrack: None,
             },
         );
         let volume = s.hex("vol").parse().expect("id");
@@ -482,8 +602,20 @@ impl Ec2 for FakeCloud {
 
     async fn profile_association(&self, id: &InstanceId) -> CloudResult<Option<ProfileAssociation>> {
         self.enter("DescribeIamInstanceProfileAssociations", id.to_string()).await?;
-        let s = self.state.lock().expect("state lock");
-        Ok(s.associations.iter().find(|a| &a.instance == id).cloned())
+        let mut s = self.state.lock().expect("state lock");
+        let found = s.associations.iter().find(|a| &a.instance == id).cloned();
+        if let Some(a) = &found {
+            if let Some(left) = s.disassociating.get_mut(&a.association_id) {
+                if *left == 0 {
+                    let gone = a.association_id.clone();
+                    s.disassociating.remove(&gone);
+                    s.associations.retain(|x| x.association_id != gone);
+                    return Ok(None);
+                }
+                *left -= 1;
+            }
+        }
+        Ok(found)
     }
 
     async fn all_profile_associations(&self) -> CloudResult<Vec<ProfileAssociation>> {
@@ -574,17 +706,20 @@ impl Ec2 for FakeCloud {
         groups: &[SecurityGroupId],
     ) -> CloudResult<Call> {
         let names = self.group_names(groups);
-        let call = self.enter("ModifyNetworkInterfaceAttribute", format!("{eni} -> {names}")).await?;
-        let mut s = self.state.lock().expect("state lock");
-        if groups.iter().any(|g| !s.groups.contains_key(g)) {
-            return Err(Self::not_found("ModifyNetworkInterfaceAttribute", "group"));
+        let detail = format!("{eni} -> {names}");
+        let call = self.enter("ModifyNetworkInterfaceAttribute", detail.clone()).await?;
+        {
+            let mut s = self.state.lock().expect("state lock");
+            if groups.iter().any(|g| !s.groups.contains_key(g)) {
+                return Err(Self::not_found("ModifyNetworkInterfaceAttribute", "group"));
+            }
+            let e = s
+                .enis
+                .get_mut(eni)
+                .ok_or_else(|| Self::not_found("ModifyNetworkInterfaceAttribute", eni.as_str()))?;
+            e.groups = groups.to_vec();
         }
-        let e = s
-            .enis
-            .get_mut(eni)
-            .ok_or_else(|| Self::not_found("ModifyNetworkInterfaceAttribute", eni.as_str()))?;
-        e.groups = groups.to_vec();
-        Ok(call)
+        self.answer(call, &detail)
     }
 
     async fn set_termination_protection(&self, id: &InstanceId, on: bool) -> CloudResult<Call> {
@@ -642,13 +777,20 @@ impl Ec2 for FakeCloud {
 
     async fn disassociate_profile(&self, association_id: &str) -> CloudResult<Call> {
         let call = self.enter("DisassociateIamInstanceProfile", association_id.into()).await?;
-        let mut s = self.state.lock().expect("state lock");
-        let before = s.associations.len();
-        s.associations.retain(|a| a.association_id != association_id);
-        if s.associations.len() == before {
-            return Err(Self::not_found("DisassociateIamInstanceProfile", association_id));
+        {
+            let mut s = self.state.lock().expect("state lock");
+            let lag = s.disassociation_reads;
+            let Some(a) = s.associations.iter_mut().find(|a| a.association_id == association_id) else {
+                return Err(Self::not_found("DisassociateIamInstanceProfile", association_id));
+            };
+            if lag == 0 {
+                s.associations.retain(|a| a.association_id != association_id);
+            } else {
+                a.state = "disassociating".into();
+                s.disassociating.insert(association_id.to_owned(), lag);
+            }
         }
-        Ok(call)
+        self.answer(call, association_id)
     }
 
     async fn associate_profile(&self, id: &InstanceId, profile_arn: &str) -> CloudResult<Call> {
@@ -662,6 +804,32 @@ impl Ec2 for FakeCloud {
             state: "associated".into(),
         });
         Ok(call)
+    }
+
+    async fn groups_by_id(&self, ids: &[SecurityGroupId]) -> CloudResult<Vec<Group>> {
+        self.enter("DescribeSecurityGroups", format!("{ids:?}")).await?;
+        let s = self.state.lock().expect("state lock");
+        Ok(ids.iter().filter_map(|id| s.groups.get(id).map(|g| g.group.clone())).collect())
+    }
+
+    async fn network_paths(&self, vpc: &VpcId) -> CloudResult<NetworkPaths> {
+        self.enter("DescribeRouteTables", vpc.to_string()).await?;
+        self.enter("DescribeNetworkInterfaces", vpc.to_string()).await?;
+        Ok(self.state.lock().expect("state lock").paths.get(vpc).cloned().unwrap_or_default())
+    }
+
+    async fn set_conntrack(&self, eni: &NetworkInterfaceId, timeouts: &ConnTrack) -> CloudResult<Call> {
+        let detail = format!("{eni} conntrack {timeouts:?}");
+        let call = self.enter("ModifyNetworkInterfaceAttribute", detail.clone()).await?;
+        {
+            let mut s = self.state.lock().expect("state lock");
+            let e = s
+                .enis
+                .get_mut(eni)
+                .ok_or_else(|| Self::not_found("ModifyNetworkInterfaceAttribute", eni.as_str()))?;
+            e.conntrack = Some(*timeouts);
+        }
+        self.answer(call, &detail)
     }
 
     async fn describe_instances(&self, ids: &[InstanceId]) -> CloudResult<Vec<Instance>> {
@@ -811,13 +979,14 @@ impl Iam for FakeCloud {
         policy: &str,
         document: &serde_json::Value,
     ) -> CloudResult<Call> {
-        let call = self.enter("PutRolePolicy", format!("{role} {policy}")).await?;
+        let detail = format!("{role} {policy}");
+        let call = self.enter("PutRolePolicy", detail.clone()).await?;
         self.state
             .lock()
             .expect("state lock")
             .role_policies
             .insert((role.into(), policy.into()), document.clone());
-        Ok(call)
+        self.answer(call, &detail)
     }
 
     async fn delete_role_policy(&self, role: &str, policy: &str) -> CloudResult<Call> {

@@ -16,6 +16,18 @@ pub struct MemoryCustody {
     pub items: Mutex<BTreeMap<String, (EvidenceRef, serde_json::Value)>>,
     /// Virtual time a store takes: (sequential S3 calls, latency of each).
     store_latency: Option<(u32, std::time::Duration)>,
+    /// Crash after this many more writes (records and stores): every later write
+    /// fails, as if the process had died there.
+    crash: Mutex<Crash>,
+}
+
+/// The crash fault of a [`MemoryCustody`].
+#[derive(Default)]
+struct Crash {
+    writes: usize,
+    after: Option<usize>,
+    /// Called once when the crash happens (a test kills its fake cloud with it).
+    on_crash: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl MemoryCustody {
@@ -23,6 +35,39 @@ impl MemoryCustody {
     /// store's item write: PUT, read-back GET, HEAD, custody record PUT = 4).
     pub fn with_store_latency(calls: u32, latency: std::time::Duration) -> Self {
         Self { store_latency: Some((calls, latency)), ..Self::default() }
+    }
+
+    /// Every write after the next `writes` fails; `on_crash` runs when the first one
+    /// does (so a test can kill its fake cloud at the same point: the process died).
+    pub fn crash_after_writes(&self, writes: usize, on_crash: impl Fn() + Send + Sync + 'static) {
+        let mut c = self.crash.lock().expect("crash lock");
+        c.after = Some(c.writes + writes);
+        c.on_crash = Some(Box::new(on_crash));
+    }
+
+    /// Clears the crash fault (a new process).
+    pub fn heal(&self) {
+        let mut c = self.crash.lock().expect("crash lock");
+        c.after = None;
+        c.on_crash = None;
+    }
+
+    /// Writes made so far (records and stores).
+    pub fn writes(&self) -> usize {
+        self.crash.lock().expect("crash lock").writes
+    }
+
+    /// Counts one write; fails it once the crash point is passed.
+    fn write(&self) -> Result<(), CustodyError> {
+        let mut c = self.crash.lock().expect("crash lock");
+        c.writes += 1;
+        if c.after.is_some_and(|k| c.writes > k) {
+            if let Some(f) = c.on_crash.take() {
+                f();
+            }
+            return Err(CustodyError("the process stopped here (fake crash)".into()));
+        }
+        Ok(())
     }
 
     pub fn actions(&self) -> Vec<Action> {
@@ -36,6 +81,7 @@ impl MemoryCustody {
 #[async_trait]
 impl CustodySink for MemoryCustody {
     async fn record(&self, event: Event) -> Result<(), CustodyError> {
+        self.write()?;
         self.events.lock().expect("custody lock").push(event);
         Ok(())
     }
@@ -55,10 +101,11 @@ impl CustodySink for MemoryCustody {
         if let Some((calls, latency)) = self.store_latency {
             tokio::time::sleep(latency * calls).await;
         }
-        let mut items = self.items.lock().expect("custody lock");
-        if let Some((r, _)) = items.get(&item.id) {
+        if let Some((r, _)) = self.items.lock().expect("custody lock").get(&item.id) {
             return Ok(r.clone());
         }
+        self.write()?;
+        let mut items = self.items.lock().expect("custody lock");
         let r = EvidenceRef {
             id: item.id.clone(),
             sha256: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),

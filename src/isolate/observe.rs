@@ -141,7 +141,7 @@ pub async fn lb_index(
 }
 
 /// Why an instance cannot be contained as named.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ObserveError {
     #[error("instance {id} not found in account {account}, region {region} (a wrong region or account?)")]
     NotFound { id: InstanceId, account: AccountId, region: Region },

@@ -19,6 +19,8 @@ fn settings(run: &Run, plan_only: bool) -> Settings {
         now: crate::cli::isolate::now_rfc3339(),
         member_role: run.settings.member_role.clone(),
         started: None,
+        // Acquire takes the defaults; `cleanroom isolate` offers the opt-in controls.
+        controls: Default::default(),
     }
 }
 
@@ -87,7 +89,16 @@ impl StageWork for IsolateStage {
         state
             .containment
             .as_ref()
-            .map(|o| o.checks.iter().map(|c| Check::new(c.control.clone(), c.ok, c.detail.clone())).collect())
+            .map(|o| {
+                o.checks
+                    .iter()
+                    .map(|c| {
+                        let detail =
+                            if c.warning { format!("warning: {}", c.detail) } else { c.detail.clone() };
+                        Check::new(c.control.clone(), c.ok, detail)
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -5,13 +5,16 @@
 //! Sequential round trips from start to the isolation group on every ENI (calls in one
 //! step run in parallel): 1 describe instance, attributes, profile, Auto Scaling
 //! membership, case groups, stored prior state, target-group listing; 2 target health,
-//! Auto Scaling capacity, profile roles, DryRun checks; 3 store the prior state, create
-//! missing groups; 4 group rules (and, in parallel, protect, detach, deregister,
+//! Auto Scaling capacity, profile roles, DryRun checks, deny policies; 3 store the
+//! prior state, create missing groups (and record them), list who else uses the
+//! instance's roles; 4 group rules (and, in parallel, protect, detach, deregister,
 //! disassociate, deny); 5 step 1 of the swap on every ENI; 6 step 2. With the case's
 //! groups already in place (a second instance in the VPC, a rerun) steps 3-4 shrink.
+//! The time-based deny (opt-in) waits for the disassociation to show, beside the swap.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::StreamExt;
@@ -20,21 +23,43 @@ use tokio::sync::OnceCell;
 
 use crate::cloud::CloudError;
 use crate::cloud::ErrorKind;
+use crate::cloud::ec2::{ConnTrack, NetworkPaths};
 use crate::cloud::retry;
 use crate::cloud::{Call, Cloud, DryRun, Purpose};
-use crate::ids::{AccountId, CaseId, InstanceId, Region, SecurityGroupId, VpcId};
+use crate::ids::{AccountId, CaseId, InstanceId, NetworkInterfaceId, Region, SecurityGroupId, VpcId};
 use crate::isolate::network::{GroupRegistry, SwapResult, step1, step2};
 use crate::isolate::observe::{
     LbIndex, ObserveError, Observed, PriorState, instance_arn, lb_index, observe, observe_details,
     observe_instance, prior_state_item, prior_state_new_item,
 };
-use crate::isolate::plan::{CaseGroups, Plan, api_calls, decide, deny_policy, deny_policy_name};
-use crate::isolate::verify::{Check, all_ok, containment_checks};
-use crate::pipeline::custody::{Action, CustodySink, Event, EvidenceRef};
+use crate::isolate::plan::{
+    CaseGroups, Controls, Plan, Recorded, api_calls, decide, deny_policy_name, group_item, intended_deny,
+};
+use crate::isolate::verify::{Check, Reread, all_ok, containment_checks};
+use crate::pipeline::custody::{Action, CustodyError, CustodySink, Event, EvidenceRef};
 use crate::progress::Reporter;
 
+/// Longest wait for a disassociated instance profile to show as gone before the
+/// time-based deny is set (AWS completes a disassociation within seconds).
+pub const DISASSOCIATION_WAIT: Duration = Duration::from_secs(60);
+/// First wait between reads of the association (doubles up to [`DISASSOCIATION_MAX_POLL`]).
+const DISASSOCIATION_FIRST_POLL: Duration = Duration::from_millis(500);
+const DISASSOCIATION_MAX_POLL: Duration = Duration::from_secs(5);
+/// Added to the clock when the time-based deny's time is taken: STS gives
+/// `aws:TokenIssueTime` in whole seconds, so one second rounds past any credential
+/// issued in the current second; one more allows for the skew of an NTP-synchronised
+/// host. Other principals' sessions issued in those seconds are denied too.
+pub const DENY_TIME_MARGIN: Duration = Duration::from_secs(2);
+
+/// The time-based deny's time: now, past the current whole second and the margin.
+fn deny_time() -> String {
+    let t = time::OffsetDateTime::now_utc() + DENY_TIME_MARGIN;
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
 /// One account and region the fleet touches, with what is read once for all its
-/// instances: the load-balancer index and the case's groups.
+/// instances: the load-balancer index, the case's groups, the network paths of a VPC.
 pub struct Scope {
     pub account: AccountId,
     pub region: Region,
@@ -43,7 +68,11 @@ pub struct Scope {
     registry: OnceCell<Arc<GroupRegistry>>,
     /// VPCs whose CreateSecurityGroup permission one instance already checks.
     group_checks: std::sync::Mutex<BTreeSet<VpcId>>,
+    paths: std::sync::Mutex<HashMap<VpcId, PathsCell>>,
 }
+
+/// A VPC's paths, read once by the first instance that needs them.
+type PathsCell = Arc<OnceCell<Result<NetworkPaths, String>>>;
 
 impl Scope {
     pub fn new(account: AccountId, region: Region, cloud: Arc<dyn Cloud>) -> Arc<Self> {
@@ -54,6 +83,7 @@ impl Scope {
             lb: OnceCell::new(),
             registry: OnceCell::new(),
             group_checks: Default::default(),
+            paths: Default::default(),
         })
     }
 
@@ -61,31 +91,93 @@ impl Scope {
         self.lb.get_or_try_init(|| lb_index(self.cloud.as_ref(), None, true)).await
     }
 
-    async fn registry(&self, case: &CaseId, role: &str) -> Result<Arc<GroupRegistry>, Prep> {
+    /// The case's groups, trusted when the case recorded them.
+    async fn registry(
+        &self,
+        settings: &Settings,
+        custody: &dyn CustodySink,
+    ) -> Result<Arc<GroupRegistry>, Prep> {
         self.registry
             .get_or_try_init(|| async {
-                let found = retry(|| self.cloud.case_groups(case))
+                let found = retry(|| self.cloud.case_groups(&settings.case))
                     .await
-                    .map_err(|e| classify(&self.account, role, e))?;
-                let groups = CaseGroups::index(case, &found).map_err(|e| Prep::Refused(e.to_string()))?;
-                Ok(Arc::new(GroupRegistry::new(case.clone(), groups)))
+                    .map_err(|e| classify(&self.account, &settings.member_role, e))?;
+                let recorded = recorded_groups(custody, &self.account, &found).await.map_err(Prep::Failed)?;
+                let groups = CaseGroups::trust(&found, &recorded);
+                Ok(Arc::new(GroupRegistry::new(
+                    settings.case.clone(),
+                    self.account.clone(),
+                    &settings.now,
+                    groups,
+                )))
             })
             .await
             .cloned()
     }
+
+    /// What a VPC's route tables and service interfaces show, read once per run.
+    async fn paths(&self, vpc: &VpcId) -> Result<NetworkPaths, String> {
+        let cell = self.paths.lock().expect("paths lock").entry(vpc.clone()).or_default().clone();
+        cell.get_or_init(|| async {
+            retry(|| self.cloud.network_paths(vpc)).await.map_err(|e| e.to_string())
+        })
+        .await
+        .clone()
+    }
+}
+
+/// Which of `found` the case recorded, with the purpose it recorded (never the tag's).
+async fn recorded_groups(
+    custody: &dyn CustodySink,
+    account: &AccountId,
+    found: &[crate::cloud::Group],
+) -> Result<BTreeMap<SecurityGroupId, Recorded>, PrepFailure> {
+    let lookups = found.iter().flat_map(|g| {
+        [Purpose::Isolation, Purpose::AllowAll].map(|p| {
+            let id = group_item(account, &g.vpc, p, &g.id);
+            async move { (g, p, id.clone(), custody.find(&id).await) }
+        })
+    });
+    let mut recorded: BTreeMap<SecurityGroupId, (Recorded, String)> = BTreeMap::new();
+    for (g, purpose, item, r) in futures::future::join_all(lookups).await {
+        if r.map_err(|e| PrepFailure::Custody { reason: e.to_string() })?.is_some() {
+            recorded.insert(g.id.clone(), (Recorded { purpose, recorded_at: String::new() }, item));
+        }
+    }
+    // Two recorded groups for one VPC and purpose (one replaced after its tag was
+    // removed, then tagged again): read when each was recorded, the latest wins.
+    let mut per_key: BTreeMap<(VpcId, Purpose), usize> = BTreeMap::new();
+    for g in found {
+        if let Some((r, _)) = recorded.get(&g.id) {
+            *per_key.entry((g.vpc.clone(), r.purpose)).or_default() += 1;
+        }
+    }
+    for g in found {
+        let Some((r, item)) = recorded.get(&g.id).cloned() else { continue };
+        if per_key.get(&(g.vpc.clone(), r.purpose)).copied().unwrap_or(0) < 2 {
+            continue;
+        }
+        if let Ok(Some((_, v))) = custody.load_json(&item).await {
+            let at = v["recorded_at"].as_str().unwrap_or_default().to_owned();
+            recorded.insert(g.id.clone(), (Recorded { recorded_at: at, ..r }, item));
+        }
+    }
+    Ok(recorded.into_iter().map(|(k, (r, _))| (k, r)).collect())
 }
 
 pub struct Settings {
     pub case: CaseId,
     pub concurrency: usize,
     pub plan_only: bool,
-    /// The time of isolation (UTC, RFC 3339, seconds): the deny covers sessions issued
-    /// before it.
+    /// When the command started (UTC, RFC 3339, seconds): the time of the prior state.
+    /// The time-based deny takes its own time, after the disassociation is confirmed.
     pub now: String,
     /// The role assumed in member accounts, for error messages.
     pub member_role: String,
     /// When the command started (for `isolated_after_ms`); default: when the workflow starts.
     pub started: Option<Instant>,
+    /// Controls the user opted into.
+    pub controls: Controls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -148,33 +240,63 @@ impl Outcome {
     }
 }
 
+/// Why an instance is refused before any change: the input or a permission (exit 2).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "cannot act in account {account}: {source}\nfix: check that role {role} exists there and trusts the caller"
+    )]
+    CannotAct { account: AccountId, role: String, source: CloudError },
+    #[error("not permitted in account {account}: {source}")]
+    NotPermitted { account: AccountId, source: CloudError },
+    #[error(
+        "DryRun permission check of {operation} refused: {source}\nfix: grant {operation} to the role used in account {account}"
+    )]
+    DryRun { operation: &'static str, account: AccountId, source: CloudError },
+    #[error(transparent)]
+    Instance(ObserveError),
+}
+
+/// Why preparing an instance failed (exit 1): nothing was changed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PrepFailure {
+    #[error(transparent)]
+    Read(CloudError),
+    #[error("reading the case: {reason}")]
+    Custody { reason: String },
+    #[error("stored prior state of {instance} is unreadable: {reason}")]
+    PriorUnreadable { instance: InstanceId, reason: String },
+}
+
 /// Why preparation stopped: the input (exit 2) or the run (exit 1). Either way nothing
 /// was changed.
 #[derive(Debug, Clone)]
 enum Prep {
-    Refused(String),
-    Failed(String),
+    Refused(Refusal),
+    Failed(PrepFailure),
 }
 
 fn classify(account: &AccountId, role: &str, e: CloudError) -> Prep {
     match e.kind {
-        ErrorKind::Credentials => Prep::Refused(format!(
-            "cannot act in account {account}: {e}\nfix: check that role {role} exists there and trusts the caller"
-        )),
-        ErrorKind::AccessDenied => Prep::Refused(format!("not permitted in account {account}: {e}")),
-        _ => Prep::Failed(e.to_string()),
+        ErrorKind::Credentials => {
+            Prep::Refused(Refusal::CannotAct { account: account.clone(), role: role.to_owned(), source: e })
+        }
+        ErrorKind::AccessDenied => {
+            Prep::Refused(Refusal::NotPermitted { account: account.clone(), source: e })
+        }
+        _ => Prep::Failed(PrepFailure::Read(e)),
     }
 }
 
 struct Prepared {
     scope: Arc<Scope>,
     id: InstanceId,
+    arn: String,
     obs: Observed,
     prior: PriorState,
     stored: Option<EvidenceRef>,
     plan: Plan,
     registry: Arc<GroupRegistry>,
-    roles_denied: BTreeSet<String>,
 }
 
 /// Contains every instance in `targets`. Returns one outcome per instance, in order.
@@ -202,46 +324,61 @@ pub async fn isolate(
 
     let refused = prepared.iter().any(|(_, _, r)| matches!(r, Err(Prep::Refused(_))));
     if settings.plan_only || refused {
-        return prepared
-            .into_iter()
-            .map(|(scope, id, r)| match r {
-                Err(Prep::Refused(m)) => Outcome::new(&scope, &id, Status::Refused, m),
-                Err(Prep::Failed(m)) => Outcome::new(&scope, &id, Status::Failed, m),
-                Ok(p) if settings.plan_only => {
-                    let mut o = Outcome::new(
+        return futures::stream::iter(prepared)
+            .map(|(scope, id, r)| async move {
+                match r {
+                    Err(Prep::Refused(m)) => Outcome::new(&scope, &id, Status::Refused, m.to_string()),
+                    Err(Prep::Failed(m)) => Outcome::new(&scope, &id, Status::Failed, m.to_string()),
+                    Ok(p) if settings.plan_only => {
+                        let mut o = Outcome::new(
+                            &scope,
+                            &id,
+                            Status::Planned,
+                            if p.plan.is_empty() {
+                                "already isolated: nothing to do"
+                            } else {
+                                "would change"
+                            },
+                        );
+                        o.plan = api_calls(
+                            &settings.case,
+                            id.as_str(),
+                            &p.plan,
+                            p.registry.found(),
+                            p.stored.is_some(),
+                        );
+                        o.warnings.extend(tamper_warnings(&settings.case, &p));
+                        // Who else the deny touches is said before any change.
+                        if !p.plan.is_empty() {
+                            let roles = roles_of(&p);
+                            let others = shared_role_users(p.scope.cloud.as_ref(), &id, &roles).await;
+                            o.warnings.extend(sharing_warning(&roles, &others, settings.controls));
+                        }
+                        o
+                    }
+                    Ok(_) => Outcome::new(
                         &scope,
                         &id,
-                        Status::Planned,
-                        if p.plan.is_empty() { "already isolated: nothing to do" } else { "would change" },
-                    );
-                    o.plan = api_calls(
-                        &settings.case,
-                        id.as_str(),
-                        &p.plan,
-                        p.registry.found(),
-                        p.stored.is_some(),
-                    );
-                    o
+                        Status::NotStarted,
+                        "another instance of this run was refused, so nothing was changed",
+                    ),
                 }
-                Ok(_) => Outcome::new(
-                    &scope,
-                    &id,
-                    Status::NotStarted,
-                    "another instance of this run was refused, so nothing was changed",
-                ),
             })
-            .collect();
+            .buffered(concurrency)
+            .collect()
+            .await;
     }
 
     // Every prior state is stored before any instance changes (each store appends to
     // the custody chain, so they are done together, not behind the change records),
-    // while the case's groups are readied.
+    // while the case's groups are readied and the users of the roles listed.
     let stored: Vec<Staged> = futures::stream::iter(prepared)
         .map(|(scope, id, r)| {
             let custody = custody.clone();
             async move {
                 let r = match r {
-                    Err(Prep::Refused(m) | Prep::Failed(m)) => Err(m),
+                    Err(Prep::Refused(m)) => Err(m.to_string()),
+                    Err(Prep::Failed(m)) => Err(m.to_string()),
                     Ok(mut p) => {
                         if p.plan.is_empty() && p.stored.is_some() {
                             Ok((p, Ready::default()))
@@ -249,10 +386,16 @@ pub async fn isolate(
                             let registry = p.registry.clone();
                             let plan = p.plan.clone();
                             let cloud = p.scope.cloud.clone();
-                            let (stored, ready) = futures::join!(
+                            let roles = roles_of(&p);
+                            let tampered = tamper_warnings(&settings.case, &p);
+                            let (stored, mut ready, others) = futures::join!(
                                 store_prior(settings, &mut p, custody.as_ref()),
-                                ready_groups(cloud.as_ref(), &registry, &plan)
+                                ready_groups(cloud.as_ref(), custody.as_ref(), &registry, &plan),
+                                shared_role_users(cloud.as_ref(), &id, &roles)
                             );
+                            ready.warnings.extend(tampered);
+                            ready.warnings.extend(sharing_warning(&roles, &others, settings.controls));
+                            ready.others = others.ok();
                             match stored {
                                 Ok(()) => Ok((p, ready)),
                                 Err(e) => Err(format!(
@@ -315,6 +458,60 @@ pub async fn isolate(
     outcomes
 }
 
+/// The roles the deny goes on: of the prior state and of the profile now.
+fn roles_of(p: &Prepared) -> Vec<String> {
+    let roles: BTreeSet<&String> = p.prior.profile_roles.iter().chain(p.obs.profile_roles.iter()).collect();
+    roles.into_iter().cloned().collect()
+}
+
+/// Groups carrying the case tag in the instance's VPCs that the case did not record
+/// (and that a run would not adopt as its own).
+fn tamper_warnings(case: &CaseId, p: &Prepared) -> Vec<String> {
+    let vpcs: BTreeSet<&VpcId> = p.obs.instance.enis.iter().map(|e| &e.vpc).collect();
+    let found = p.registry.found();
+    found
+        .untrusted
+        .iter()
+        .filter(|g| vpcs.contains(&g.vpc))
+        .filter(|g| {
+            g.purpose.is_none_or(|purpose| found.adoptable(case, &g.vpc, purpose).is_none_or(|a| a.id != g.id))
+        })
+        .map(|g| {
+            format!(
+                "security group {} ({}) in {} carries the case tag but is not recorded in the case: possible tampering; it is not used",
+                g.id, g.name, g.vpc
+            )
+        })
+        .collect()
+}
+
+/// The warning about other instances on the instance's roles, said before any change.
+fn sharing_warning(
+    roles: &[String],
+    others: &Result<Vec<InstanceId>, CloudError>,
+    controls: Controls,
+) -> Option<String> {
+    if roles.is_empty() {
+        return None;
+    }
+    let list = |v: &[InstanceId]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let roles = roles.join(", ");
+    match others {
+        Ok(o) if o.is_empty() => None,
+        Ok(o) if controls.revoke_all_role_sessions => Some(format!(
+            "--revoke-all-role-sessions: the deny on role(s) {roles} also cuts the sessions issued before isolation of other instances using them: {}",
+            list(o)
+        )),
+        Ok(o) => Some(format!(
+            "other instances use role(s) {roles}: {}. The deny is scoped to this instance's credentials (ec2:SourceInstanceARN), so they keep working; --revoke-all-role-sessions would also cut every session of the role issued before isolation, theirs included",
+            list(o)
+        )),
+        Err(e) => Some(format!(
+            "could not list other instances using role(s) {roles} (needs iam:ListInstanceProfilesForRole and ec2:DescribeIamInstanceProfileAssociations): {e}"
+        )),
+    }
+}
+
 async fn prepare(
     settings: &Settings,
     scope: Arc<Scope>,
@@ -328,21 +525,22 @@ async fn prepare(
         // Round 1.
         let (first, registry, loaded) = futures::join!(
             observe_instance(cloud, account, &scope.region, &id),
-            scope.registry(&settings.case, &settings.member_role),
+            scope.registry(settings, custody),
             custody.load_json(&item)
         );
         let (instance, attributes, profile, asg_name) = first.map_err(|e| match e {
             ObserveError::Aws(e) => classify(account, &settings.member_role, e),
-            other => Prep::Refused(other.to_string()),
+            other => Prep::Refused(Refusal::Instance(other)),
         })?;
         let registry = registry?;
-        let loaded = loaded.map_err(|e| Prep::Failed(e.to_string()))?;
+        let loaded = loaded.map_err(|e| Prep::Failed(PrepFailure::Custody { reason: e.to_string() }))?;
         let loaded: Option<(EvidenceRef, PriorState)> = match loaded {
             None => None,
             Some((r, v)) => Some((
                 r,
-                serde_json::from_value(v)
-                    .map_err(|e| Prep::Failed(format!("stored prior state of {id} is unreadable: {e}")))?,
+                serde_json::from_value(v).map_err(|e| {
+                    Prep::Failed(PrepFailure::PriorUnreadable { instance: id.clone(), reason: e.to_string() })
+                })?,
             )),
         };
         // Round 2: details, permission checks, and (on a rerun) the deny policies.
@@ -352,8 +550,10 @@ async fn prepare(
         }
         let vpcs: BTreeSet<VpcId> = instance.enis.iter().map(|e| e.vpc.clone()).collect();
         for vpc in &vpcs {
-            let missing = registry.found().get(vpc, Purpose::Isolation).is_none()
-                || registry.found().get(vpc, Purpose::AllowAll).is_none();
+            let missing = [Purpose::Isolation, Purpose::AllowAll].into_iter().any(|p| {
+                registry.found().get(vpc, p).is_none()
+                    && registry.found().adoptable(&settings.case, vpc, p).is_none()
+            });
             // Once per VPC and run: the permission does not depend on the instance.
             if missing && scope.group_checks.lock().expect("checks lock").insert(vpc.clone()) {
                 checks.push(DryRun::CreateSecurityGroup(vpc.clone()));
@@ -361,29 +561,29 @@ async fn prepare(
         }
         let known_roles: Vec<String> =
             loaded.as_ref().map(|(_, p)| p.profile_roles.clone()).unwrap_or_default();
-        let (details, dry, denied) = futures::join!(
+        let (details, dry, docs) = futures::join!(
             observe_details(cloud, profile.as_ref(), asg_name.as_deref()),
             futures::future::join_all(checks.iter().map(|c| retry(|| cloud.dry_run(c)))),
-            roles_denied(cloud, &settings.case, &known_roles)
+            deny_docs(cloud, &settings.case, &known_roles)
         );
         let (profile_roles, asg) = details.map_err(|e| classify(account, &settings.member_role, e))?;
         for (c, r) in checks.iter().zip(dry) {
             if let Err(e) = r {
                 return Err(match e.kind {
-                    ErrorKind::AccessDenied => Prep::Refused(format!(
-                        "DryRun permission check of {} refused: {e}\nfix: grant {} to the role used in account {account}",
-                        c.operation(),
-                        c.operation()
-                    )),
+                    ErrorKind::AccessDenied => Prep::Refused(Refusal::DryRun {
+                        operation: c.operation(),
+                        account: account.clone(),
+                        source: e,
+                    }),
                     _ => classify(account, &settings.member_role, e),
                 });
             }
         }
-        let denied = denied.map_err(|e| classify(account, &settings.member_role, e))?;
-        Ok((instance, attributes, profile, profile_roles, asg, registry, loaded, denied))
+        let docs = docs.map_err(|e| classify(account, &settings.member_role, e))?;
+        Ok((instance, attributes, profile, profile_roles, asg, registry, loaded, docs))
     };
     let (reads, lb) = futures::join!(reads, scope.lb());
-    let (instance, attributes, profile, profile_roles, asg, registry, loaded, denied) = reads?;
+    let (instance, attributes, profile, profile_roles, asg, registry, loaded, docs) = reads?;
     let lb = lb.map_err(|e| classify(account, &settings.member_role, e))?;
     let obs = Observed {
         targets: lb.targets_of(&id),
@@ -398,25 +598,24 @@ async fn prepare(
         Some((r, p)) => (Some(r), p),
         None => (None, obs.prior_state(account, &scope.region, &settings.now)),
     };
-    let plan = decide(&settings.case, &obs, &prior, registry.found(), &denied);
-    Ok(Prepared { scope, id, obs, prior, stored, plan, registry, roles_denied: denied })
+    let arn = instance_arn(&scope.region, account, &id);
+    let plan = decide(&settings.case, &arn, &obs, &prior, registry.found(), &docs, settings.controls);
+    Ok(Prepared { scope, id, arn, obs, prior, stored, plan, registry })
 }
 
-/// Roles among `roles` that already carry the case's deny.
-async fn roles_denied(
+/// The case's deny policy on each of `roles` (`None`: the role has none).
+pub(crate) async fn deny_docs(
     cloud: &dyn Cloud,
     case: &CaseId,
     roles: &[String],
-) -> Result<BTreeSet<String>, CloudError> {
+) -> Result<BTreeMap<String, Option<serde_json::Value>>, CloudError> {
     let name = deny_policy_name(case);
     let found = futures::future::join_all(roles.iter().map(|r| retry(|| cloud.role_policy(r, &name)))).await;
-    let mut denied = BTreeSet::new();
+    let mut docs = BTreeMap::new();
     for (role, f) in roles.iter().zip(found) {
-        if f?.is_some() {
-            denied.insert(role.clone());
-        }
+        docs.insert(role.clone(), f?);
     }
-    Ok(denied)
+    Ok(docs)
 }
 
 fn ids(calls: &[Call]) -> Vec<String> {
@@ -425,12 +624,16 @@ fn ids(calls: &[Call]) -> Vec<String> {
 
 /// The prior state of `p` stored as evidence (recording EvidenceStored), unless a
 /// previous run stored it or nothing is to change.
-async fn store_prior(settings: &Settings, p: &mut Prepared, custody: &dyn CustodySink) -> Result<(), String> {
+async fn store_prior(
+    settings: &Settings,
+    p: &mut Prepared,
+    custody: &dyn CustodySink,
+) -> Result<(), CustodyError> {
     if p.stored.is_none() {
         let item = prior_state_new_item(&p.scope.account, &p.id);
         let value = serde_json::to_value(&p.prior).expect("prior state serialises");
         // Storing the item records its own EvidenceStored custody event.
-        let r = custody.store_json(item, &value).await.map_err(|e| e.to_string())?;
+        let r = custody.store_json(item, &value).await?;
         tracing::info!("{}: prior state stored", p.id);
         p.stored = Some(r);
     }
@@ -440,28 +643,37 @@ async fn store_prior(settings: &Settings, p: &mut Prepared, custody: &dyn Custod
         custody
             .record(Event {
                 action: Action::ContainmentPlanned,
-                subject: instance_arn(&p.scope.region, &p.scope.account, &p.id),
+                subject: p.arn.clone(),
                 evidence: p.stored.iter().cloned().collect(),
                 aws_request_ids: vec![],
-                details: serde_json::json!({"case": settings.case, "plan": p.plan}),
+                details: serde_json::json!({"case": settings.case, "plan": p.plan, "controls": settings.controls}),
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     Ok(())
 }
 
-/// The case's groups one instance needs, ready before its changes start.
+/// The case's groups one instance needs, ready before its changes start, and what was
+/// learnt beside them.
 #[derive(Default)]
 struct Ready {
     groups: BTreeMap<(VpcId, Purpose), SecurityGroupId>,
     calls: Vec<Call>,
     errors: Vec<String>,
+    warnings: Vec<String>,
+    /// Other instances using the instance's roles (`None`: not known).
+    others: Option<Vec<InstanceId>>,
 }
 
-/// Finds or creates (once per VPC) the groups `plan` needs and makes them serve their
-/// purpose. Changes no instance, so it runs while the prior state is being stored.
-async fn ready_groups(cloud: &dyn Cloud, registry: &GroupRegistry, plan: &Plan) -> Ready {
+/// Finds, adopts or creates (once per VPC) the groups `plan` needs, records new ones
+/// in the case, and makes them serve their purpose. Changes no instance, so it runs
+/// while the prior state is being stored.
+async fn ready_groups(
+    cloud: &dyn Cloud,
+    custody: &dyn CustodySink,
+    registry: &GroupRegistry,
+    plan: &Plan,
+) -> Ready {
     let mut want = Vec::new();
     for vpc in &plan.vpcs {
         want.push((vpc.clone(), Purpose::Isolation));
@@ -469,15 +681,23 @@ async fn ready_groups(cloud: &dyn Cloud, registry: &GroupRegistry, plan: &Plan) 
             want.push((vpc.clone(), Purpose::AllowAll));
         }
     }
-    let got = futures::future::join_all(want.iter().map(|(vpc, p)| registry.ensure(cloud, vpc, *p))).await;
+    let got =
+        futures::future::join_all(want.iter().map(|(vpc, p)| registry.ensure(cloud, custody, vpc, *p))).await;
     let mut ready = Ready::default();
     for ((vpc, p), r) in want.into_iter().zip(got) {
         match r {
-            Ok((g, c)) => {
+            Ok((g, done)) => {
                 ready.groups.insert((vpc, p), g);
-                ready.calls.extend(c);
+                ready.calls.extend(done.calls);
+                for n in done.notes {
+                    if n.is_error() {
+                        ready.errors.push(n.to_string());
+                    } else {
+                        ready.warnings.push(n.to_string());
+                    }
+                }
             }
-            Err(e) => ready.errors.push(format!("{} group in {vpc}: {e}", p.tag())),
+            Err(e) => ready.errors.push(e.to_string()),
         }
     }
     ready
@@ -490,7 +710,9 @@ type Staged = (Arc<Scope>, InstanceId, Result<(Prepared, Ready), String>);
 struct Acted {
     scope: Arc<Scope>,
     id: InstanceId,
+    arn: String,
     prior: PriorState,
+    registry: Arc<GroupRegistry>,
     out: Outcome,
     /// Nothing needed changing.
     was_isolated: bool,
@@ -500,54 +722,64 @@ struct Acted {
 /// Makes the changes of one instance whose prior state is stored: the case's groups,
 /// then protect, service and credentials beside the two-step swap. Records nothing.
 async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> Acted {
-    let Prepared { scope, id, obs, prior, stored, plan, registry: _, roles_denied: denied } = p;
-    let out = Outcome::new(&scope, &id, Status::Isolated, "");
+    let Prepared { scope, id, arn, obs, prior, stored, plan, registry } = p;
+    let mut out = Outcome::new(&scope, &id, Status::Isolated, "");
     let Some(evidence) = stored else {
-        let mut out = out;
         out.status = Status::Failed;
         out.message = "the prior state is not stored, so nothing was changed on the instance".into();
-        return Acted { scope, id, prior, out, was_isolated: false, events: vec![] };
+        return Acted { scope, id, arn, prior, registry, out, was_isolated: false, events: vec![] };
     };
     if plan.is_empty() {
-        return Acted { scope, id, prior, out, was_isolated: true, events: vec![] };
+        return Acted { scope, id, arn, prior, registry, out, was_isolated: true, events: vec![] };
     }
-    let mut out = out;
     let cloud = scope.cloud.as_ref();
-    let subject = instance_arn(&scope.region, &scope.account, &id);
 
-    let Ready { groups, calls: group_calls, errors: group_errors } = ready;
+    let Ready { groups, calls: group_calls, errors: group_errors, warnings, others } = ready;
     out.errors.extend(group_errors);
+    out.warnings.extend(warnings);
 
     // Protect, service and credentials beside the two-step swap.
     let changes = async {
         futures::join!(
             crate::protect::apply(cloud, &id, &plan.protect),
             detach_service(cloud, &id, &plan),
-            revoke_credentials(cloud, &settings.case, &settings.now, &id, &plan, &denied)
+            revoke_credentials(cloud, &scope.account, &settings.case, &arn, &id, &prior, &plan),
+            shorten_conntrack(cloud, &plan)
         )
     };
-    let network = swap_all(cloud, &plan, &groups, &obs);
+    let network = swap_all(cloud, &registry, &plan, &groups, &obs);
     let (
         (
             (protect_calls, protect_errors),
             (service_calls, service_errors),
-            (cred_calls, cred_errors, _newly_denied),
+            creds,
+            (conntrack_calls, conntrack_errors),
         ),
         (net_calls, swaps),
     ) = futures::join!(changes, network);
     tracing::info!("{id}: changes done");
-    if swaps.iter().all(|(_, r)| *r == SwapResult::Isolated) && out.errors.is_empty() {
+    if swaps.iter().all(|(_, r)| r.is_isolated()) && out.errors.is_empty() {
         out.isolated_after_ms = Some(start.elapsed().as_millis() as u64);
+    }
+    for (eni, r) in &swaps {
+        if let SwapResult::IsolatedTrackedMaySurvive { step1 } = r {
+            out.warnings.push(format!(
+                "{eni}: on the isolation group, but the allow-all step is not known to have untracked its connections first ({step1}): connections open before isolation may survive until idle; --minimal-conntrack-timeouts shortens that to a minute"
+            ));
+        }
     }
     let swap_failures: Vec<String> = swaps
         .iter()
-        .filter(|(_, r)| *r != SwapResult::Isolated)
+        .filter(|(_, r)| !r.is_isolated())
         .map(|(eni, r)| format!("{eni}: {}", serde_json::to_string(r).unwrap_or_default()))
         .collect();
 
     // Custody events, in pipeline order, each with its request ids.
     let mut network_calls = group_calls;
     network_calls.extend(net_calls.iter().cloned());
+    network_calls.extend(conntrack_calls);
+    let mut network_errors = swap_failures;
+    network_errors.extend(conntrack_errors);
     let steps = [
         (
             Action::InstanceProtected,
@@ -568,18 +800,22 @@ async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> 
         (
             Action::NetworkIsolated,
             &network_calls,
-            &swap_failures,
+            &network_errors,
             serde_json::json!({
             "groups": groups.iter().map(|((vpc, p), g)| serde_json::json!({"vpc": vpc, "purpose": p, "group": g})).collect::<Vec<_>>(),
-            "swaps": swaps.iter().map(|(eni, r)| serde_json::json!({"eni": eni, "result": r})).collect::<Vec<_>>() }),
+            "swaps": swaps.iter().map(|(eni, r)| serde_json::json!({"eni": eni, "result": r})).collect::<Vec<_>>(),
+            "connection_tracking_minimal": plan.conntrack }),
         ),
         (
             Action::CredentialsRevoked,
-            &cred_calls,
-            &cred_errors,
+            &creds.calls,
+            &creds.errors,
             serde_json::json!({
             "disassociated": plan.disassociate, "deny_policy": deny_policy_name(&settings.case),
-            "roles": plan.deny_roles, "sessions_issued_before": settings.now }),
+            "roles": plan.deny_roles, "instance_arn": arn,
+            "sessions_issued_before": creds.issued_before,
+            "disassociation_confirmed": creds.disassociation_confirmed,
+            "other_instances_on_roles": others }),
         ),
     ];
     let mut events = Vec::new();
@@ -597,7 +833,7 @@ async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> 
         };
         events.push(Event {
             action,
-            subject: subject.clone(),
+            subject: arn.clone(),
             evidence: vec![evidence.clone()],
             aws_request_ids: ids(calls),
             details,
@@ -606,43 +842,29 @@ async fn act(settings: &Settings, p: Prepared, ready: Ready, start: Instant) -> 
     }
     out.errors.extend(protect_errors);
     out.errors.extend(service_errors);
-    out.errors.extend(swap_failures);
-    out.errors.extend(cred_errors);
-    Acted { scope, id, prior, out, was_isolated: false, events }
+    out.errors.extend(network_errors);
+    out.errors.extend(creds.errors);
+    Acted { scope, id, arn, prior, registry, out, was_isolated: false, events }
 }
 
-/// Records what `act` did, proves it with a fresh read, records the proof, and says
-/// who else the deny hits.
+/// Records what `act` did, proves it with a fresh read, records the proof.
 async fn finish(settings: &Settings, acted: Acted, custody: &dyn CustodySink) -> Outcome {
-    let Acted { scope, id, prior, mut out, was_isolated, events } = acted;
+    let Acted { scope, id, arn, prior, registry, mut out, was_isolated, events } = acted;
     if out.status == Status::Failed {
         return out;
     }
-    let cloud = scope.cloud.as_ref();
-    let subject = instance_arn(&scope.region, &scope.account, &id);
     for e in events {
         if let Err(e) = custody.record(e).await {
             out.errors.push(format!("custody record: {e}"));
         }
     }
-    let (checks, shared) = futures::join!(verify(settings, &scope, &id, &prior), async {
-        if was_isolated { Ok(vec![]) } else { shared_role_users(cloud, &id, &prior.profile_roles).await }
-    });
-    match shared {
-        Ok(others) if !others.is_empty() => out.warnings.push(format!(
-            "the deny on role(s) {} also cuts the older sessions of other instances using them: {}",
-            prior.profile_roles.join(", "),
-            others.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-        )),
-        Ok(_) => {}
-        Err(e) => out.warnings.push(format!("could not list other instances sharing the role: {e}")),
-    }
-    finish_verified(out, checks, custody, &subject, was_isolated, &settings.case).await
+    let checks = verify(settings, &scope, &registry, &id, &prior).await;
+    finish_verified(out, checks, custody, &arn, was_isolated, &settings.case).await
 }
 
 async fn finish_verified(
     mut out: Outcome,
-    checks: Result<Vec<Check>, String>,
+    checks: Result<Vec<Check>, VerifyError>,
     custody: &dyn CustodySink,
     subject: &str,
     was_isolated: bool,
@@ -653,12 +875,13 @@ async fn finish_verified(
         Err(e) => {
             out.status = Status::Failed;
             out.message = format!("could not re-read the instance to prove containment: {e}");
-            out.errors.push(e);
+            out.errors.push(e.to_string());
             return out;
         }
     };
     let ok = all_ok(&checks) && out.errors.is_empty();
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    let controls = checks.iter().filter(|c| !c.warning).count();
     let action = if ok { Action::ContainmentVerified } else { Action::ContainmentFailed };
     if let Err(e) = custody
         .record(Event {
@@ -672,6 +895,7 @@ async fn finish_verified(
     {
         out.errors.push(format!("custody record: {e}"));
     }
+    let ok = ok && out.errors.is_empty();
     out.status = match (ok, was_isolated) {
         (true, true) => Status::AlreadyIsolated,
         (true, false) => Status::Isolated,
@@ -679,13 +903,12 @@ async fn finish_verified(
     };
     out.message = match out.status {
         Status::AlreadyIsolated => {
-            format!("already isolated: nothing changed; {} controls in force", checks.len())
+            format!("already isolated: nothing changed; {controls} controls in force")
         }
-        Status::Isolated => format!("isolated; {} controls verified", checks.len()),
+        Status::Isolated => format!("isolated; {controls} controls verified"),
         _ => format!(
-            "{} of {} controls not in force ({}){}; rerun to resume",
+            "{} of {controls} controls not in force ({}){}; rerun to resume",
             failed.len(),
-            checks.len(),
             failed.iter().map(|c| c.control.as_str()).collect::<Vec<_>>().join(", "),
             if out.errors.is_empty() { String::new() } else { format!("; {} error(s)", out.errors.len()) }
         ),
@@ -729,17 +952,89 @@ fn split(results: impl Iterator<Item = Result<Call, String>>) -> (Vec<Call>, Vec
     (calls, errors)
 }
 
+/// What cutting the credentials did.
+struct Revoked {
+    calls: Vec<Call>,
+    errors: Vec<String>,
+    /// The time-based deny's time, when one is in force.
+    issued_before: Option<String>,
+    disassociation_confirmed: bool,
+}
+
+/// One read-modify-write of a role's deny at a time, across every scope of the process
+/// (a role is global to its account: two regions of one fleet share it).
+pub(crate) fn role_lock(account: &AccountId, role: &str) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<HashMap<(AccountId, String), Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: LazyLock<Locks> = LazyLock::new(Default::default);
+    LOCKS.lock().expect("role locks").entry((account.clone(), role.to_owned())).or_default().clone()
+}
+
+/// Makes the role's deny hold for `arn`: reads the stored document, builds the
+/// intended one (ours already there, plus this instance; the time-based deny when
+/// `time` is given or one of ours is in force) and replaces the stored one if it differs.
+async fn update_deny(
+    cloud: &dyn Cloud,
+    account: &AccountId,
+    role: &str,
+    name: &str,
+    arn: &str,
+    not_before: &str,
+    time: Option<&str>,
+) -> Result<(Option<Call>, Option<String>), CloudError> {
+    let lock = role_lock(account, role);
+    let _one = lock.lock().await;
+    let stored = retry(|| cloud.role_policy(role, name)).await?;
+    let intended = intended_deny(stored.as_ref(), arn, not_before, time);
+    let document = intended.document();
+    if stored.as_ref() == Some(&document) {
+        return Ok((None, intended.issued_before));
+    }
+    let call = retry(|| cloud.put_role_policy(role, name, &document)).await?;
+    Ok((Some(call), intended.issued_before))
+}
+
+/// Why the disassociation did not show as done.
+#[derive(Debug, thiserror::Error)]
+enum NotDisassociated {
+    #[error("the instance profile association still reads {state} after {waited:?}")]
+    Still { state: String, waited: Duration },
+    #[error("reading the profile association: {0}")]
+    Read(CloudError),
+}
+
+/// Waits until the instance has no profile association (bounded, backing off).
+async fn wait_disassociated(cloud: &dyn Cloud, id: &InstanceId) -> Result<(), NotDisassociated> {
+    let start = Instant::now();
+    let mut delay = DISASSOCIATION_FIRST_POLL;
+    loop {
+        match retry(|| cloud.profile_association(id)).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(a)) if a.state == "disassociated" => return Ok(()),
+            Ok(Some(a)) if start.elapsed() >= DISASSOCIATION_WAIT => {
+                return Err(NotDisassociated::Still { state: a.state, waited: DISASSOCIATION_WAIT });
+            }
+            Err(e) if start.elapsed() >= DISASSOCIATION_WAIT => return Err(NotDisassociated::Read(e)),
+            _ => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(DISASSOCIATION_MAX_POLL);
+    }
+}
+
+/// Disassociates the profile and puts the deny on the roles at once (this instance's
+/// credentials stop working wherever they are); with `--revoke-all-role-sessions`,
+/// waits for the disassociation to show, then sets the time-based deny at a time
+/// after it: no credential issued to the instance can postdate it.
 async fn revoke_credentials(
     cloud: &dyn Cloud,
+    account: &AccountId,
     case: &CaseId,
-    now: &str,
+    arn: &str,
     id: &InstanceId,
+    prior: &PriorState,
     plan: &Plan,
-    denied: &BTreeSet<String>,
-) -> (Vec<Call>, Vec<String>, BTreeSet<String>) {
-    let _ = id;
+) -> Revoked {
     let name = deny_policy_name(case);
-    let document = deny_policy(now);
     let disassociate = async {
         match &plan.disassociate {
             Some(a) => vec![
@@ -748,58 +1043,107 @@ async fn revoke_credentials(
             None => vec![],
         }
     };
-    let deny =
-        futures::future::join_all(plan.deny_roles.iter().filter(|r| !denied.contains(*r)).map(|role| {
-            let (name, document) = (&name, &document);
-            async move {
-                // Keep an existing deny as it is: its time is the first isolation's.
-                match retry(|| cloud.role_policy(role, name)).await {
-                    Ok(Some(_)) => (role.clone(), Ok(None)),
-                    Ok(None) => {
-                        (role.clone(), retry(|| cloud.put_role_policy(role, name, document)).await.map(Some))
-                    }
-                    Err(e) => (role.clone(), Err(e)),
-                }
-            }
-        }));
+    let deny = futures::future::join_all(plan.deny_roles.iter().map(|role| {
+        let name = &name;
+        async move { (role, update_deny(cloud, account, role, name, arn, &prior.captured_at, None).await) }
+    }));
     let (d, deny) = futures::join!(disassociate, deny);
     let (mut calls, mut errors) = split(d.into_iter());
-    let mut now_denied = BTreeSet::new();
+    let mut issued_before = None;
     for (role, r) in deny {
         match r {
-            Ok(c) => {
+            Ok((c, t)) => {
                 calls.extend(c);
-                now_denied.insert(role);
+                issued_before = issued_before.or(t);
             }
             Err(e) => errors.push(format!("deny on role {role}: {e}")),
         }
     }
-    (calls, errors, now_denied)
+    let mut confirmed = plan.disassociate.is_none();
+    if plan.deny_older_sessions && !plan.deny_roles.is_empty() {
+        if plan.disassociate.is_some() {
+            match wait_disassociated(cloud, id).await {
+                Ok(()) => confirmed = true,
+                Err(e) => errors.push(format!(
+                    "the time-based deny was not set, so sessions of the role issued from now on are not covered by it: {e}"
+                )),
+            }
+        }
+        if confirmed {
+            // Taken after the profile is gone: every credential EC2 issued to the
+            // instance predates it.
+            let time = deny_time();
+            let timed = futures::future::join_all(plan.deny_roles.iter().map(|role| {
+                let (name, time) = (&name, &time);
+                async move {
+                    (role, update_deny(cloud, account, role, name, arn, &prior.captured_at, Some(time)).await)
+                }
+            }))
+            .await;
+            for (role, r) in timed {
+                match r {
+                    Ok((c, t)) => {
+                        calls.extend(c);
+                        issued_before = t.or(issued_before);
+                    }
+                    Err(e) => errors.push(format!("time-based deny on role {role}: {e}")),
+                }
+            }
+        }
+    }
+    Revoked { calls, errors, issued_before, disassociation_confirmed: confirmed }
+}
+
+/// The minimal connection tracking timeouts on every ENI the plan names.
+async fn shorten_conntrack(cloud: &dyn Cloud, plan: &Plan) -> (Vec<Call>, Vec<String>) {
+    let r = futures::future::join_all(plan.conntrack.iter().map(|eni| async move {
+        retry(|| cloud.set_conntrack(eni, &ConnTrack::MINIMAL))
+            .await
+            .map_err(|e| format!("{eni} connection tracking: {e}"))
+    }))
+    .await;
+    split(r.into_iter())
 }
 
 async fn swap_all(
     cloud: &dyn Cloud,
+    registry: &GroupRegistry,
     plan: &Plan,
     groups: &BTreeMap<(VpcId, Purpose), SecurityGroupId>,
     obs: &Observed,
 ) -> (Vec<Call>, Vec<(String, SwapResult)>) {
-    let prior_groups = |eni: &crate::ids::NetworkInterfaceId| {
+    let prior_groups = |eni: &NetworkInterfaceId| {
         obs.instance.enis.iter().find(|e| &e.id == eni).map(|e| e.groups.clone()).unwrap_or_default()
     };
-    // Step 1 on every ENI at once; an ENI whose step 1 failed is left as it was.
+    // Step 1 on every ENI at once. An ENI whose step 1 failed or timed out still goes
+    // through step 2 (or its fail-closed fallback): AWS may have applied it.
     let step1s = futures::future::join_all(plan.swaps.iter().map(|s| async move {
         let Some(iso) = groups.get(&(s.vpc.clone(), Purpose::Isolation)) else {
             return Err(SwapResult::Unchanged { error: format!("no isolation group in {}", s.vpc) });
         };
+        let allow = groups.get(&(s.vpc.clone(), Purpose::AllowAll)).cloned();
         if !s.via_allow_all {
-            return Ok((iso.clone(), groups.get(&(s.vpc.clone(), Purpose::AllowAll)).cloned(), None));
+            return Ok((iso.clone(), allow, vec![], None));
         }
-        let Some(allow) = groups.get(&(s.vpc.clone(), Purpose::AllowAll)) else {
-            return Err(SwapResult::Unchanged { error: format!("no allow-all group in {}", s.vpc) });
+        let Some(allow) = allow else {
+            return Ok((iso.clone(), None, vec![], Some("no allow-all group".to_owned())));
         };
-        match step1(cloud, &s.eni, allow).await {
-            Ok(c) => Ok((iso.clone(), Some(allow.clone()), Some(c))),
-            Err(e) => Err(SwapResult::Unchanged { error: format!("step 1 (allow-all): {e}") }),
+        // The group is refilled first if a fail-closed fallback emptied it in this run.
+        let (generation, refill) = registry.allow_all_ready(cloud, &allow).await;
+        let mut calls = match refill {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok((iso.clone(), Some(allow), vec![], Some(format!("the allow-all group could not be refilled: {e}"))));
+            }
+        };
+        match step1(cloud, &s.eni, &allow).await {
+            Ok(c) => {
+                calls.push(c);
+                // Emptied by another instance's fallback since the check: say so below.
+                let emptied_since = registry.allow_all_generation(&allow) != generation;
+                Ok((iso.clone(), Some(allow), calls, emptied_since.then(|| "the allow-all group was emptied by another instance's fail-closed fallback during the swap".to_owned())))
+            }
+            Err(e) => Ok((iso.clone(), Some(allow), calls, Some(format!("step 1 (allow-all): {e}")))),
         }
     }))
     .await;
@@ -809,12 +1153,19 @@ async fn swap_all(
         async move {
             match r {
                 Err(result) => (s.eni.to_string(), result, vec![]),
-                Ok((iso, allow, c1)) => {
-                    let (result, mut c2) = step2(cloud, &s.eni, &iso, allow.as_ref(), &prior).await;
-                    if let Some(c1) = c1 {
-                        c2.insert(0, c1);
+                Ok((iso, allow, mut c1, doubt)) => {
+                    let (result, c2) = step2(cloud, &s.eni, &iso, allow.as_ref(), &prior).await;
+                    if let (SwapResult::AllowAllEmptied { .. }, Some(a)) = (&result, &allow) {
+                        registry.allow_all_emptied(a);
                     }
-                    (s.eni.to_string(), result, c2)
+                    let result = match (result, doubt) {
+                        (SwapResult::Isolated, Some(step1)) => {
+                            SwapResult::IsolatedTrackedMaySurvive { step1 }
+                        }
+                        (r, _) => r,
+                    };
+                    c1.extend(c2);
+                    (s.eni.to_string(), result, c1)
                 }
             }
         }
@@ -828,7 +1179,7 @@ async fn swap_all(
     (calls, results)
 }
 
-/// Other instances whose profile holds one of `roles` (they lose their older sessions too).
+/// Other instances whose profile holds one of `roles`.
 async fn shared_role_users(
     cloud: &dyn Cloud,
     id: &InstanceId,
@@ -855,34 +1206,60 @@ async fn shared_role_users(
     Ok(others)
 }
 
+/// Why containment could not be proved.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Read(#[from] CloudError),
+}
+
 /// Re-reads everything containment controls and checks each control.
-pub async fn verify(
+async fn verify(
     settings: &Settings,
     scope: &Scope,
+    registry: &GroupRegistry,
     id: &InstanceId,
     prior: &PriorState,
-) -> Result<Vec<Check>, String> {
+) -> Result<Vec<Check>, VerifyError> {
     let cloud = scope.cloud.as_ref();
     let tgs: Vec<String> = {
         let mut t: Vec<String> = prior.target_groups.iter().map(|t| t.target_group_arn.clone()).collect();
         t.dedup();
         t
     };
-    let (obs, groups, denied, asg) = futures::join!(
+    let vpcs: BTreeSet<VpcId> = prior.enis.iter().map(|e| e.vpc.clone()).collect();
+    let trusted: BTreeMap<SecurityGroupId, (VpcId, Purpose)> = vpcs
+        .iter()
+        .flat_map(|v| [Purpose::Isolation, Purpose::AllowAll].map(|p| (v.clone(), p)))
+        .filter_map(|(v, p)| registry.trusted(&v, p).map(|g| (g, (v, p))))
+        .collect();
+    let trusted_ids: Vec<SecurityGroupId> = trusted.keys().cloned().collect();
+    let (obs, by_id, tagged, docs, asg, paths) = futures::join!(
         observe(cloud, &scope.account, &scope.region, id, &tgs, !prior.classic_load_balancers.is_empty()),
+        retry(|| cloud.groups_by_id(&trusted_ids)),
         retry(|| cloud.case_groups(&settings.case)),
-        roles_denied(cloud, &settings.case, &prior.profile_roles),
+        deny_docs(cloud, &settings.case, &prior.profile_roles),
         async {
             match &prior.auto_scaling_group {
-                Some(g) => retry(|| cloud.group(&g.name)).await,
+                Some(g) => retry(|| cloud.group(&g.name)).await.map(Some),
                 None => Ok(None),
             }
-        }
+        },
+        futures::future::join_all(vpcs.iter().map(|v| async move { (v.clone(), scope.paths(v).await) }))
     );
-    let obs = obs.map_err(|e| e.to_string())?;
-    let groups =
-        CaseGroups::index(&settings.case, &groups.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let denied = denied.map_err(|e| e.to_string())?;
-    let asg = asg.map_err(|e| e.to_string())?;
-    Ok(containment_checks(&settings.case, prior, &obs, &groups, &denied, asg.as_ref()))
+    let obs = obs?;
+    let mut groups = CaseGroups::default();
+    for g in by_id? {
+        if let Some((vpc, p)) = trusted.get(&g.id) {
+            groups.by_vpc.insert((vpc.clone(), *p), crate::cloud::Group { purpose: Some(*p), ..g });
+        }
+    }
+    groups.untrusted = tagged?.into_iter().filter(|g| !trusted.contains_key(&g.id)).collect();
+    groups.superseded = registry.found().superseded.clone();
+    let reread =
+        Reread { obs, groups, deny_docs: docs?, asg_after: asg?, paths: paths.into_iter().collect() };
+    let arn = instance_arn(&scope.region, &scope.account, id);
+    Ok(containment_checks(&settings.case, &arn, prior, &reread, settings.controls))
 }

@@ -5,10 +5,13 @@ use crate::support::*;
 
 #[test]
 fn a_malformed_instance_id_is_refused_with_the_expected_form() {
-    // No lab is needed: the id is refused at parse time. The config path does not
-    // even exist, which proves nothing was read or called before the refusal.
-    let run = cleanroom(&["--config", "/nonexistent.toml", "isolate", "i-xyz", "--case", "IR-1"]);
+    // The id is refused at parse time. The config path does not exist (nothing was
+    // read), and every endpoint is a tripwire that counts connections (nothing was
+    // called): against the lab, a call would have been answered and gone unseen.
+    let tripwire = Tripwire::new();
+    let run = tripwire.cleanroom(&["--config", "/nonexistent.toml", "isolate", "i-xyz", "--case", "IR-1"]);
     run.expect_code(2).stderr_has("i- followed by 8 or 17");
+    assert_eq!(tripwire.connections(), 0, "no AWS call before the refusal");
 }
 
 #[test]

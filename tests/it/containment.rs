@@ -4,3 +4,5 @@
 
 mod fake;
 mod lab;
+mod offline;
+mod trust;

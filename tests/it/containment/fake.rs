@@ -13,14 +13,14 @@ use cleanroom::isolate::workflow::{Outcome, Scope, Settings, Status, isolate};
 use cleanroom::pipeline::custody::Action;
 use cleanroom::progress::Silent;
 
-const ACCOUNT: &str = "111122223333";
-const REGION: &str = "eu-west-1";
+pub(super) const ACCOUNT: &str = "111122223333";
+pub(super) const REGION: &str = "eu-west-1";
 
-fn case() -> CaseId {
+pub(super) fn case() -> CaseId {
     "IR-2026-0005".parse().unwrap()
 }
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         case: case(),
         concurrency: 8,
@@ -28,31 +28,37 @@ fn settings() -> Settings {
         now: "2026-11-22T05:00:00Z".into(),
         member_role: "CleanroomResponder".into(),
         started: None,
+        controls: Default::default(),
     }
 }
 
-struct World {
-    cloud: Arc<FakeCloud>,
-    custody: Arc<MemoryCustody>,
+/// The ARN the deny names for an instance of the fake account.
+pub(super) fn arn(id: &InstanceId) -> String {
+    format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{id}")
+}
+
+pub(super) struct World {
+    pub(super) cloud: Arc<FakeCloud>,
+    pub(super) custody: Arc<MemoryCustody>,
 }
 
 impl World {
-    fn new(cloud: FakeCloud) -> Self {
+    pub(super) fn new(cloud: FakeCloud) -> Self {
         Self { cloud: Arc::new(cloud), custody: Arc::new(MemoryCustody::default()) }
     }
 
-    async fn isolate_with(&self, settings: &Settings, ids: &[InstanceId]) -> Vec<Outcome> {
+    pub(super) async fn isolate_with(&self, settings: &Settings, ids: &[InstanceId]) -> Vec<Outcome> {
         let cloud: Arc<dyn Cloud> = self.cloud.clone();
         let scope = Scope::new(ACCOUNT.parse().unwrap(), REGION.parse().unwrap(), cloud);
         let targets = ids.iter().map(|id| (scope.clone(), id.clone())).collect();
         isolate(settings, targets, self.custody.clone(), Arc::new(Silent)).await
     }
 
-    async fn isolate(&self, ids: &[InstanceId]) -> Vec<Outcome> {
+    pub(super) async fn isolate(&self, ids: &[InstanceId]) -> Vec<Outcome> {
         self.isolate_with(&settings(), ids).await
     }
 
-    async fn release(&self, id: &InstanceId) -> cleanroom::release::Released {
+    pub(super) async fn release(&self, id: &InstanceId) -> cleanroom::release::Released {
         let cloud: Arc<dyn Cloud> = self.cloud.clone();
         let scope = Scope::new(ACCOUNT.parse().unwrap(), REGION.parse().unwrap(), cloud);
         let pending = cleanroom::release::prepare(&case(), &scope, id, self.custody.as_ref())
@@ -61,7 +67,7 @@ impl World {
         cleanroom::release::apply(&case(), &scope, id, pending, self.custody.as_ref()).await
     }
 
-    fn mutating_calls(&self) -> Vec<String> {
+    pub(super) fn mutating_calls(&self) -> Vec<String> {
         self.cloud
             .log()
             .into_iter()
@@ -78,7 +84,7 @@ impl World {
 }
 
 #[track_caller]
-fn assert_status(outcomes: &[Outcome], status: Status) {
+pub(super) fn assert_status(outcomes: &[Outcome], status: Status) {
     for o in outcomes {
         assert_eq!(o.status, status, "{o:#?}");
     }
@@ -86,7 +92,7 @@ fn assert_status(outcomes: &[Outcome], status: Status) {
 
 /// Every control of the acceptance test, on the fake.
 #[track_caller]
-fn assert_contained(w: &World, id: &InstanceId) {
+pub(super) fn assert_contained(w: &World, id: &InstanceId) {
     let iso = w.cloud.case_groups_of(&case(), Purpose::Isolation);
     assert_eq!(iso.len(), 1, "one isolation group: {iso:?}");
     assert!(iso[0].rules.is_empty(), "isolation group has no rules: {:?}", iso[0].rules);
@@ -104,11 +110,14 @@ fn assert_contained(w: &World, id: &InstanceId) {
     assert!(s.target_groups.values().flatten().all(|(i, _)| i != id.as_str()));
     assert!(s.classic.values().flatten().all(|i| i != id.as_str()));
     assert!(s.associations.iter().all(|a| &a.instance != id));
-    let deny = &s.role_policies[&("web-role".to_owned(), format!("cleanroom-revoke-sessions-{}", case()))];
-    assert_eq!(
-        deny["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"],
-        "2026-11-22T05:00:00Z"
+    assert!(
+        s.role_policies
+            .contains_key(&("web-role".to_owned(), format!("cleanroom-revoke-sessions-{}", case()))),
+        "deny on the role"
     );
+    // The instance's credentials are refused, wherever and whenever they were issued.
+    assert!(w.cloud.session_denied("web-role", Some(&arn(id)), "2026-11-22T05:00:00Z"));
+    assert!(w.cloud.session_denied("web-role", Some(&arn(id)), "2099-01-01T00:00:00Z"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -217,10 +226,11 @@ async fn a_crash_between_any_two_calls_then_a_rerun_completes_without_a_second_i
         w.cloud.crash_after(k);
         let first = w.isolate(std::slice::from_ref(&id)).await;
         if first[0].status == Status::Isolated {
-            // Only the "who else uses the role" lookup came after the crash point.
+            // Only reads that are warnings (the network paths) came after the crash point.
             assert!(
-                first[0].warnings.iter().any(|w| w.contains("could not list")),
-                "crash after call {k} is noticed"
+                first[0].checks.iter().any(|c| c.warning && c.detail.contains("could not read")),
+                "crash after call {k} is noticed: {:#?}",
+                first[0]
             );
         }
         w.cloud.heal();
@@ -485,9 +495,14 @@ async fn a_crash_between_the_changes_and_their_records_leaves_the_plan_on_record
     isolate(&settings(), vec![(scope, id.clone())], dying, Arc::new(Silent)).await;
     assert_contained(&w, &id);
     let events = w.custody.events();
+    // Evidence items (the prior state, the records of the case's new groups) and the
+    // plan; no record after it.
     let actions: Vec<Action> = events.iter().map(|e| e.action).collect();
-    assert_eq!(actions, vec![Action::EvidenceStored, Action::ContainmentPlanned]);
-    let plan = events[1].details["plan"].to_string();
+    assert_eq!(actions[0], Action::EvidenceStored);
+    let records: Vec<&Action> = actions.iter().filter(|a| **a != Action::EvidenceStored).collect();
+    assert_eq!(records, vec![&Action::ContainmentPlanned], "{actions:?}");
+    let planned = events.iter().position(|e| e.action == Action::ContainmentPlanned).unwrap();
+    let plan = events[planned].details["plan"].to_string();
     assert!(plan.contains("eni-"), "the plan names the ENIs to swap: {plan}");
 
     // The rerun finds the instance contained and proves it.

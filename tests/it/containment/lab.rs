@@ -462,13 +462,19 @@ async fn isolate_then_release_an_instance_with_two_enis_behind_a_service() {
     assert_eq!(allow.len(), 1, "one allow-all group, found or created per VPC");
     // Out of the Auto Scaling group (capacity kept), the target group and the classic LB.
     assert!(!s.in_asg().await);
-    assert!(s.asg_desired().await >= desired);
+    // Detached without lowering the capacity: neither lower nor (a stray attach) higher.
+    assert_eq!(s.asg_desired().await, desired);
     assert!(s.targets().await.is_empty());
     assert!(s.classic().await.is_empty());
     // No profile; the role carries the deny.
     assert_eq!(s.profile().await, None);
     let deny = s.deny(case).await.expect("deny policy on the role");
-    assert!(deny.contains("aws:TokenIssueTime") && deny.contains("Deny"), "{deny}");
+    assert!(
+        deny.contains("ec2:SourceInstanceARN") && deny.contains(&s.arn) && deny.contains("Deny"),
+        "{deny}"
+    );
+    // The time-based deny cuts every instance on the role: only when asked for.
+    assert!(!deny.contains("aws:TokenIssueTime"), "{deny}");
     // Protected: termination refused, shutdown stops, volumes kept.
     assert!(s.attr_termination().await);
     assert_eq!(s.attr_shutdown().await, "stop");
@@ -546,7 +552,9 @@ async fn isolate_then_release_an_instance_with_two_enis_behind_a_service() {
     // Release without confirmation is refused; with --yes the prior state is back.
     f.cleanroom(&["release", "--case", case, &s.arn]).expect_code(2).stderr_has("--yes");
     let released = f.cleanroom(&["release", "--case", case, "--yes", &s.arn]);
-    released.success().stdout_has("prior state restored");
+    released.success().stdout_has("prior state restored").stdout_has("auto scaling capacity");
+    // AttachInstances raises the desired capacity by exactly one.
+    assert_eq!(s.asg_desired().await, desired + 1);
     assert_eq!(s.eni_groups().await, before_groups);
     assert_eq!(s.profile().await.as_deref(), Some(s.profile_arn.as_str()));
     assert!(s.in_asg().await);
@@ -694,4 +702,158 @@ async fn a_fleet_chosen_by_tag_in_the_callers_account() {
     let rows = out.json()["instances"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r["status"] == "isolated"), "{rows:#?}");
+}
+
+/// The lab's IAM evaluator on the role's policies, for a request carrying `context`.
+async fn evaluate(account: &AccountId, role: &str, context: serde_json::Value) -> serde_json::Value {
+    lab()
+        .admin(
+            reqwest::Method::POST,
+            "/_lab/iam-enforce/evaluate",
+            Some(account),
+            Some(serde_json::json!({
+                "principal_arn": format!("arn:aws:iam::{account}:role/{role}"),
+                "action": "s3:ListAllMyBuckets",
+                "context": context,
+            })),
+        )
+        .await
+        .unwrap()
+}
+
+// Issue "Trust" point 6, in the lab: a policy planted under the deny's name is replaced
+// by the one the tool writes, and the lab's IAM evaluator (given the request keys) shows
+// what it does. The lab cannot show that AWS puts ec2:SourceInstanceARN in the context
+// of every request signed with the instance's credentials: the test supplies the key.
+#[tokio::test]
+async fn a_planted_deny_is_replaced_and_denies_the_instances_credentials_only() {
+    let f = Forensics::seed().await;
+    let s = Service::seed().await;
+    let case = "IR-LAB-PLANT";
+    let name = format!("cleanroom-revoke-sessions-{case}");
+    let planted = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"DateLessThan":{"aws:TokenIssueTime":"1970-01-01T00:00:00Z"}}}]}"#;
+    s.c.iam
+        .put_role_policy()
+        .role_name(&s.role)
+        .policy_name(&name)
+        .policy_document(planted)
+        .send()
+        .await
+        .unwrap();
+    // Everything else the role may do, so a refusal below is the deny's.
+    s.c.iam
+        .put_role_policy()
+        .role_name(&s.role)
+        .policy_name("app")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let run = f.cleanroom(&["--json", "isolate", "--case", case, &s.arn]);
+    run.success();
+    let deny = s.deny(case).await.unwrap();
+    assert_ne!(deny, planted);
+    assert!(deny.contains(&s.arn), "{deny}");
+
+    let denied =
+        evaluate(&s.account, &s.role, serde_json::json!({"ec2:SourceInstanceARN": [s.arn.clone()]})).await;
+    assert_eq!(denied["allowed"], false, "{denied:#}");
+    assert_eq!(denied["reason"], "explicit_deny_identity", "{denied:#}");
+    let other = format!("arn:aws:ec2:{REGION}:{}:instance/i-0123456789abcdef0", s.account);
+    let spared = evaluate(&s.account, &s.role, serde_json::json!({"ec2:SourceInstanceARN": [other]})).await;
+    assert_eq!(spared["allowed"], true, "another instance on the role keeps working: {spared:#}");
+
+    // Planted again: the rerun replaces it instead of calling it "already isolated".
+    s.c.iam
+        .put_role_policy()
+        .role_name(&s.role)
+        .policy_name(&name)
+        .policy_document(planted)
+        .send()
+        .await
+        .unwrap();
+    let again = f.cleanroom(&["--json", "isolate", "--case", case, &s.arn]);
+    again.success();
+    assert_eq!(again.json()["instances"][0]["status"], "isolated", "{:#}", again.json());
+    assert!(s.deny(case).await.unwrap().contains(&s.arn));
+}
+
+// Issue "Trust" point 7, in the lab: a NAT gateway on the instance's route is named in
+// the containment table (flows through it stay tracked), beside the link-local services.
+#[tokio::test]
+async fn a_nat_gateway_route_is_named_in_the_table() {
+    let f = Forensics::seed().await;
+    let s = Service::seed().await;
+    let case = "IR-LAB-NAT";
+    let subnet = s.c.ec2.describe_instances().instance_ids(&s.instance).send().await.unwrap().reservations()
+        [0]
+    .instances()[0]
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let eip = s.c.ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+    let nat =
+        s.c.ec2
+            .create_nat_gateway()
+            .subnet_id(&subnet)
+            .allocation_id(eip.allocation_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    let nat = nat.nat_gateway().unwrap().nat_gateway_id().unwrap().to_owned();
+    let table =
+        s.c.ec2
+            .create_route_table()
+            .vpc_id(&s.vpc)
+            .send()
+            .await
+            .unwrap()
+            .route_table()
+            .unwrap()
+            .route_table_id()
+            .unwrap()
+            .to_owned();
+    s.c.ec2.associate_route_table().route_table_id(&table).subnet_id(&subnet).send().await.unwrap();
+    s.c.ec2
+        .create_route()
+        .route_table_id(&table)
+        .destination_cidr_block("0.0.0.0/0")
+        .nat_gateway_id(&nat)
+        .send()
+        .await
+        .unwrap();
+    let run = f.cleanroom(&["--json", "isolate", "--case", case, &s.arn]);
+    run.success();
+    let checks = run.json()["instances"][0]["checks"].as_array().unwrap().clone();
+    let nat_row = checks
+        .iter()
+        .find(|c| c["control"].as_str().unwrap().starts_with(&format!("tracked path {nat}")))
+        .unwrap_or_else(|| panic!("no row for {nat}: {checks:#?}"));
+    assert_eq!(nat_row["warning"], true);
+    assert!(checks.iter().any(|c| c["detail"].as_str().unwrap().contains("169.254.169.253")));
+    // The human table says WARNING, not a control in force.
+    f.cleanroom(&["isolate", "--case", case, &s.arn]).success().stdout_has("WARNING");
+}
+
+// Issue "Trust" point 6, in the lab: --plan names the other instances on the role
+// before any change.
+#[tokio::test]
+async fn plan_names_the_other_instances_on_the_role() {
+    let f = Forensics::seed().await;
+    let s = Service::seed().await;
+    let other =
+        s.c.ec2.run_instances().image_id("ami-12345678").min_count(1).max_count(1).send().await.unwrap();
+    let other = other.instances()[0].instance_id().unwrap().to_owned();
+    s.c.ec2
+        .associate_iam_instance_profile()
+        .instance_id(&other)
+        .iam_instance_profile(IamInstanceProfileSpecification::builder().arn(&s.profile_arn).build())
+        .send()
+        .await
+        .unwrap();
+    let run = f.cleanroom(&["isolate", "--case", "IR-LAB-SHARED", "--plan", &s.arn]);
+    run.success().stdout_has("other instances use role(s) web-role").stdout_has(&other);
+    assert_eq!(s.profile().await.as_deref(), Some(s.profile_arn.as_str()), "nothing changed");
 }

@@ -106,6 +106,63 @@ pub fn cleanroom_in(dir: &Path, args: &[&str]) -> Run {
     Run { args: args.iter().map(|s| s.to_string()).collect(), output }
 }
 
+/// A loopback port that counts every connection and closes it at once: a process
+/// pointed at it cannot make an AWS call unseen (and fails fast if it tries). The lab
+/// would answer such a call, and no one would know it was made.
+pub struct Tripwire {
+    pub url: String,
+    connections: std::sync::Arc<AtomicU64>,
+}
+
+impl Tripwire {
+    pub fn new() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(AtomicU64::new(0));
+        let seen = connections.clone();
+        // The thread lives as long as the test binary; the listener is loopback only.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                seen.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Self { url, connections }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Runs the `cleanroom` binary with every AWS endpoint pointed here.
+    pub fn cleanroom(&self, args: &[&str]) -> Run {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cleanroom"));
+        cmd.args(args).env_clear();
+        cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", self.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIATRIPWIRE00000000"),
+            ("AWS_SECRET_ACCESS_KEY", "tripwire"),
+            ("AWS_REGION", REGION),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            // One attempt, short timeouts: a call here fails at once.
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ] {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().expect("cleanroom runs");
+        Run { args: args.iter().map(|s| s.to_string()).collect(), output }
+    }
+}
+
+impl Default for Tripwire {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The outcome of one `cleanroom` run, with assertions that print what happened.
 pub struct Run {
     pub args: Vec<String>,

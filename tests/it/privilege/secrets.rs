@@ -53,15 +53,16 @@ async fn a_secret_in_an_error_does_not_reach_a_custody_record() {
     let suspect = scenario::cryptomining(lab(), &member, &region(), &f.account, work.path()).await.unwrap();
     let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY";
     let token = format!("{MOTO_SESSION_TOKEN_PREFIX}zYWx0ZWRfdG9rZW5fZm9yX3Rlc3Rpbmc=");
-    // Every ModifyInstanceAttribute of the suspect fails with a message quoting a
-    // credential process's output: protecting the instance fails and is recorded.
+    // Every DisassociateIamInstanceProfile in the suspect's account (a call without
+    // DryRun, so containment starts) fails with a message quoting a credential process's
+    // output: cutting the credentials fails, and containment_failed records the error.
     lab()
         .admin(
             reqwest::Method::POST,
             &format!("/_lab/faults?region={REGION}"),
             Some(&member),
             Some(json!({
-                "service": "ec2", "action": "ModifyInstanceAttribute", "code": "InternalError", "status": 500,
+                "service": "ec2", "action": "DisassociateIamInstanceProfile", "code": "InvalidParameterValue", "status": 400,
                 "times": null,
                 "message": format!("proxy said: credential_process returned {{\"Version\": 1, \"AccessKeyId\": \"ASIAEXAMPLE\", \"SecretAccessKey\": \"{secret}\", \"SessionToken\": \"{token}\"}}"),
             })),
@@ -82,12 +83,12 @@ async fn a_secret_in_an_error_does_not_reach_a_custody_record() {
             failed += 1;
             // The error reached the record, with its secrets taken out.
             assert!(
-                text.contains("ModifyInstanceAttribute") && text.contains("[REDACTED]"),
+                text.contains("DisassociateIamInstanceProfile") && text.contains("[REDACTED]"),
                 "{key}:\n{text}"
             );
         }
     }
-    assert!(failed > 0, "no containment_failed record among {keys:?}");
+    assert!(failed > 0, "no containment_failed record among {keys:?}\n--- stdout\n{}\n--- stderr\n{}", run.stdout(), run.stderr());
     for out in [run.stdout(), run.stderr()] {
         assert!(!out.contains(secret) && !out.contains(&token), "printed the secret:\n{out}");
     }

@@ -209,6 +209,19 @@ impl World {
             .unwrap()
             .to_owned();
 
+        // The tooling image carries the tag the forensics role's RunInstances asks for
+        // (moto 5.2.5 drops RegisterImage's TagSpecifications, so the seed's is lost).
+        if let cleanroom::config::AmiSource::Id(ami) = &config.analysis.ami {
+            lab.clients(&forensics, &region())
+                .ec2
+                .create_tags()
+                .resources(ami.as_str())
+                .tags(aws_sdk_ec2::types::Tag::builder().key("cleanroom:role").value("forensic-tooling").build())
+                .send()
+                .await
+                .expect("tag the tooling image");
+        }
+
         // The forensics account's roles, exactly as its template defines them.
         let forensics_parameters = json!({
             "ResponderPrincipalArn": responder_principal(),

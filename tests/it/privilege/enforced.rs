@@ -183,7 +183,14 @@ async fn a_permission_missing_from_the_member_role_is_refused_before_any_change_
     );
     assert!(why.contains("DryRun"), "refused at the DryRun, before any change: {why}");
     // Nothing changed: the instance's interface keeps its group.
-    let i = w.clients(&member).ec2.describe_instances().instance_ids(w.suspect.instance.as_str()).send().await.unwrap();
+    let i = w
+        .clients(&member)
+        .ec2
+        .describe_instances()
+        .instance_ids(w.suspect.instance.as_str())
+        .send()
+        .await
+        .unwrap();
     let groups: Vec<String> = i.reservations()[0].instances()[0].network_interfaces()[0]
         .groups()
         .iter()

@@ -88,7 +88,12 @@ async fn a_secret_in_an_error_does_not_reach_a_custody_record() {
             );
         }
     }
-    assert!(failed > 0, "no containment_failed record among {keys:?}\n--- stdout\n{}\n--- stderr\n{}", run.stdout(), run.stderr());
+    assert!(
+        failed > 0,
+        "no containment_failed record among {keys:?}\n--- stdout\n{}\n--- stderr\n{}",
+        run.stdout(),
+        run.stderr()
+    );
     for out in [run.stdout(), run.stderr()] {
         assert!(!out.contains(secret) && !out.contains(&token), "printed the secret:\n{out}");
     }

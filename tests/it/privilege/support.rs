@@ -216,7 +216,12 @@ impl World {
                 .ec2
                 .create_tags()
                 .resources(ami.as_str())
-                .tags(aws_sdk_ec2::types::Tag::builder().key("cleanroom:role").value("forensic-tooling").build())
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("cleanroom:role")
+                        .value("forensic-tooling")
+                        .build(),
+                )
                 .send()
                 .await
                 .expect("tag the tooling image");

@@ -98,3 +98,45 @@ async fn a_secret_in_an_error_does_not_reach_a_custody_record() {
         assert!(!out.contains(secret) && !out.contains(&token), "printed the secret:\n{out}");
     }
 }
+
+// A credential process that fails prints what it has on stderr, and the SDK quotes that
+// stderr in its error: the error reaches the terminal (a failed check's detail) and the
+// SDK's debug log. Neither may show the secret.
+#[tokio::test]
+async fn a_failing_credential_process_does_not_print_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "cpSecretwJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLE";
+    let script = dir.path().join("creds.sh");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"vault: lease expired for aws_secret_access_key={secret} token {secret}\" >&2\nexit 1\n")).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        format!("[profile vault]\ncredential_process = {}\nregion = {REGION}\n", script.display()),
+    )
+    .unwrap();
+    let f = Forensics::seed().await;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cleanroom"));
+    cmd.args(["-vv", "--profile", "vault", "--config", f.config_path.to_str().unwrap(), "preflight"])
+        .env_clear();
+    cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    // The lab's endpoint and no other source of credentials than the profile.
+    for (k, v) in lab().env(REGION) {
+        if !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET") && k != "AWS_CONFIG_FILE" {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("AWS_CONFIG_FILE", &config);
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "preflight cannot pass without credentials:\n{stdout}");
+    // The failure is explained (the SDK's own words), without what the process printed.
+    assert!(
+        stdout.contains("external process exited") || stderr.contains("external process exited"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "printed the secret:\n{stdout}\n--- stderr\n{stderr}"
+    );
+}

@@ -175,6 +175,46 @@ string_id!(
     valid = |s| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
 );
 
+string_id!(
+    /// An AWS partition, the second field of every ARN: `aws`, `aws-cn`, `aws-us-gov`, ...
+    Partition, kind = "AWS partition", form = "aws, or aws- followed by lowercase letters and '-', e.g. aws-cn or aws-us-gov",
+    valid = |s| s == "aws" || s.strip_prefix("aws-").is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+);
+
+/// Region name prefixes of the partitions other than `aws`, longest first so `us-isob-`
+/// is not taken for `us-iso-` (AWS SDK `partitions.json`, the `regionRegex` of each).
+const PARTITION_PREFIXES: [(&str, &str); 7] = [
+    ("us-gov-", "aws-us-gov"),
+    ("us-isob-", "aws-iso-b"),
+    ("us-isof-", "aws-iso-f"),
+    ("us-iso-", "aws-iso"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("eusc-", "aws-eusc"),
+    ("cn-", "aws-cn"),
+];
+
+impl Partition {
+    /// The partition every ARN of `region` is in: a region belongs to exactly one.
+    pub fn of_region(region: &Region) -> Self {
+        let name = PARTITION_PREFIXES
+            .iter()
+            .find(|(prefix, _)| region.as_str().starts_with(prefix))
+            .map_or("aws", |(_, partition)| partition);
+        Self(name.to_owned())
+    }
+
+    /// The partition of an ARN (`arn:<partition>:...`), if it is one.
+    pub fn of_arn(arn: &str) -> Option<Self> {
+        parse_arn(arn).and_then(|a| a.partition.parse().ok())
+    }
+}
+
+impl Region {
+    pub fn partition(&self) -> Partition {
+        Partition::of_region(self)
+    }
+}
+
 impl KmsKeyArn {
     /// The account that owns the key.
     pub fn account(&self) -> AccountId {
@@ -184,6 +224,11 @@ impl KmsKeyArn {
 }
 
 impl RoleArn {
+    pub fn partition(&self) -> Partition {
+        let arn = parse_arn(&self.0).expect("validated at construction");
+        Partition(arn.partition.to_owned())
+    }
+
     pub fn account(&self) -> AccountId {
         let arn = parse_arn(&self.0).expect("validated at construction");
         AccountId(arn.account.to_owned())
@@ -194,10 +239,22 @@ impl RoleArn {
         self.0.rsplit('/').next().unwrap_or_default()
     }
 
-    /// The ARN of `role_name` in `account`, in the standard partition.
-    pub fn in_account(account: &AccountId, role_name: &RoleName) -> Self {
-        Self(format!("arn:aws:iam::{account}:role/{role_name}"))
+    /// The ARN of `role_name` in `account` of `partition` (IAM is global within a
+    /// partition: the caller's, since no role can be assumed across partitions).
+    pub fn in_account(partition: &Partition, account: &AccountId, role_name: &RoleName) -> Self {
+        Self(format!("arn:{partition}:iam::{account}:role/{role_name}"))
     }
+}
+
+/// The ARN of an instance, in its region's partition.
+pub fn instance_arn(region: &Region, account: &AccountId, instance: &InstanceId) -> String {
+    format!("arn:{}:ec2:{region}:{account}:instance/{instance}", region.partition())
+}
+
+/// The ARN of a snapshot: EC2 snapshot ARNs have no account field (Service
+/// Authorization Reference, `arn:${Partition}:ec2:${Region}::snapshot/${SnapshotId}`).
+pub fn snapshot_arn(region: &Region, snapshot: &SnapshotId) -> String {
+    format!("arn:{}:ec2:{region}::snapshot/{snapshot}", region.partition())
 }
 
 /// The parts of an ARN, borrowed from the string.
@@ -221,7 +278,7 @@ pub fn parse_arn(s: &str) -> Option<Arn<'_>> {
     let region = parts.next()?;
     let account = parts.next()?;
     let resource = parts.next()?;
-    if !partition.starts_with("aws") || service.is_empty() || resource.is_empty() {
+    if Partition::from_str(partition).is_err() || service.is_empty() || resource.is_empty() {
         return None;
     }
     Some(Arn { partition, service, region, account, resource })
@@ -275,11 +332,16 @@ impl FromStr for InstanceRef {
             };
             let arn = parse_arn(s).filter(|a| a.service == "ec2").ok_or_else(invalid)?;
             let id = arn.resource.strip_prefix("instance/").ok_or_else(invalid)?;
-            return Ok(Self {
-                id: id.parse()?,
-                account: Some(arn.account.parse()?),
-                region: Some(arn.region.parse()?),
-            });
+            let region: Region = arn.region.parse()?;
+            // The region decides the partition: an ARN naming another one is no instance's.
+            if region.partition().as_str() != arn.partition {
+                return Err(InvalidId {
+                    kind: "instance ARN",
+                    given: s.to_owned(),
+                    expected: "the partition of the region: arn:aws:ec2:eu-west-1:..., arn:aws-cn:ec2:cn-north-1:..., arn:aws-us-gov:ec2:us-gov-west-1:...",
+                });
+            }
+            return Ok(Self { id: id.parse()?, account: Some(arn.account.parse()?), region: Some(region) });
         }
         Ok(Self { id: s.parse()?, account: None, region: None })
     }
@@ -288,7 +350,7 @@ impl FromStr for InstanceRef {
 impl fmt::Display for InstanceRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.account, &self.region) {
-            (Some(a), Some(r)) => write!(f, "arn:aws:ec2:{r}:{a}:instance/{}", self.id),
+            (Some(a), Some(r)) => write!(f, "{}", instance_arn(r, a, &self.id)),
             _ => write!(f, "{}", self.id),
         }
     }
@@ -367,6 +429,43 @@ mod tests {
         assert_eq!(u.key, "cases/x");
         assert!("https://acme-evidence/x".parse::<S3Uri>().is_err());
         assert!("s3://Acme/x".parse::<S3Uri>().is_err());
+    }
+
+    #[test]
+    fn partitions_come_from_the_region_or_the_arn() {
+        let of = |r: &str| r.parse::<Region>().unwrap().partition().to_string();
+        assert_eq!(of("eu-west-1"), "aws");
+        assert_eq!(of("cn-north-1"), "aws-cn");
+        assert_eq!(of("cn-northwest-1"), "aws-cn");
+        assert_eq!(of("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(of("us-isob-east-1"), "aws-iso-b");
+        assert_eq!(of("us-iso-east-1"), "aws-iso");
+        let role: RoleArn = "arn:aws-cn:iam::111122223333:role/CleanroomForensics".parse().unwrap();
+        assert_eq!(role.partition().as_str(), "aws-cn");
+        let member =
+            RoleArn::in_account(&role.partition(), &"444455556666".parse().unwrap(), &"R".parse().unwrap());
+        assert_eq!(member.as_str(), "arn:aws-cn:iam::444455556666:role/R");
+        assert!("arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/k".parse::<KmsKeyArn>().is_ok());
+        assert!("arn:awsx:iam::111122223333:role/R".parse::<RoleArn>().is_err());
+        assert_eq!(
+            Partition::of_arn("arn:aws-us-gov:sts::111122223333:assumed-role/R/s").unwrap().as_str(),
+            "aws-us-gov"
+        );
+    }
+
+    #[test]
+    fn instance_arns_keep_their_partition_and_refuse_a_mismatch() {
+        for arn in [
+            "arn:aws-cn:ec2:cn-north-1:111122223333:instance/i-0123456789abcdef0",
+            "arn:aws-us-gov:ec2:us-gov-west-1:111122223333:instance/i-0123456789abcdef0",
+            "arn:aws:ec2:eu-west-1:111122223333:instance/i-0123456789abcdef0",
+        ] {
+            assert_eq!(arn.parse::<InstanceRef>().unwrap().to_string(), arn);
+        }
+        let err = "arn:aws:ec2:cn-north-1:111122223333:instance/i-0123456789abcdef0".parse::<InstanceRef>();
+        assert!(err.unwrap_err().to_string().contains("partition of the region"));
+        let snap = snapshot_arn(&"cn-north-1".parse().unwrap(), &"snap-01234567".parse().unwrap());
+        assert_eq!(snap, "arn:aws-cn:ec2:cn-north-1::snapshot/snap-01234567");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod progress;
 pub mod protect;
+pub mod redact;
 pub mod release;
 pub mod report;
 pub mod seal;

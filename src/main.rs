@@ -6,12 +6,19 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::Write;
+
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 use cleanroom::cli::{self, Cli};
 use cleanroom::error::ExitKind;
 use cleanroom::progress::Reporter;
+use cleanroom::redact;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -23,6 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { ExitKind::Refused as u8 } else { 0 });
         }
     };
+    redact::register_environment();
     init_tracing(cli.global.verbose);
     let reporter: Arc<dyn Reporter> = Arc::new(BarReporter::new(cli.global.verbose == 0));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -36,7 +44,7 @@ fn main() -> ExitCode {
         Ok(kind) => ExitCode::from(kind as u8),
         Err(e) => {
             // Display, not Debug: the user reads this in the worst hour of their year.
-            eprintln!("error: {e}");
+            eprintln!("error: {}", redact::scrub(&e.to_string()));
             ExitCode::from(e.kind() as u8)
         }
     }
@@ -48,6 +56,27 @@ fn progress_bar(percent: u8) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(20 - filled))
 }
 
+/// The SDK crates that handle credentials and signatures, with the most they may log
+/// whatever `-v` or `CLEANROOM_LOG` asks for. At trace level they print what must never
+/// reach a terminal or a log file: `aws_smithy_runtime` every request (its Authorization
+/// header, a signature, and `x-amz-security-token`) and every response (STS AssumeRole's
+/// SecretAccessKey and SessionToken); `aws_sigv4` the canonical request, session token
+/// included; `aws_config` a credential process's command line, unredacted; `aws_runtime`
+/// the values it reads from the environment and profiles. Their debug output is kept (it
+/// says what the SDK is doing); it still goes through the scrubbing writer below.
+const CREDENTIAL_CRATES_MAX: [(&str, LevelFilter); 10] = [
+    ("aws_smithy_runtime", LevelFilter::DEBUG),
+    ("aws_smithy_runtime_api", LevelFilter::DEBUG),
+    ("aws_smithy_http_client", LevelFilter::DEBUG),
+    ("aws_sigv4", LevelFilter::DEBUG),
+    ("aws_runtime", LevelFilter::DEBUG),
+    ("aws_config", LevelFilter::DEBUG),
+    ("aws_credential_types", LevelFilter::DEBUG),
+    ("hyper", LevelFilter::DEBUG),
+    ("hyper_util", LevelFilter::DEBUG),
+    ("h2", LevelFilter::DEBUG),
+];
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         // The SDK warns on every read of a multipart object that it cannot validate S3's
@@ -58,7 +87,46 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLEANROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // A ceiling the user's filter cannot lift: both filters must let an event through.
+    let ceiling = Targets::new().with_default(LevelFilter::TRACE).with_targets(CREDENTIAL_CRATES_MAX);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(ScrubbedStderr)
+        .with_target(false)
+        .with_filter(filter.and(ceiling));
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// Log output on stderr, one event at a time through [`redact::scrub`]: an error the SDK
+/// logs at debug level can quote a failed credential process's stderr.
+struct ScrubbedStderr;
+
+impl<'a> MakeWriter<'a> for ScrubbedStderr {
+    type Writer = ScrubbedEvent;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbedEvent(Vec::new())
+    }
+}
+
+/// One formatted event, written out scrubbed when the formatter is done with it.
+struct ScrubbedEvent(Vec<u8>);
+
+impl std::io::Write for ScrubbedEvent {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ScrubbedEvent {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr().write_all(redact::scrub(&text).as_bytes());
+    }
 }
 
 /// Progress on stderr with indicatif: one spinner line per scope while it works.
@@ -113,6 +181,7 @@ impl Reporter for BarReporter {
     }
 
     fn warn(&self, scope: &str, message: &str) {
+        let message = redact::scrub(message);
         if self.enabled {
             let _ = self.bars.println(format!("warning: {scope}: {message}"));
         } else {

@@ -534,7 +534,7 @@ async fn hand_off(
     run.custody
         .record(Event {
             action: Action::ForensicsCopyCompleted,
-            subject: format!("arn:aws:ec2:{}::snapshot/{}", forensics.region, done.id),
+            subject: crate::ids::snapshot_arn(&forensics.region, &done.id),
             evidence: vec![evidence.clone()],
             aws_request_ids: ids,
             details: serde_json::json!({"source_snapshot": source.id, "volume": source.volume, "forensics_snapshot": done.id, "key": done.kms_key}),

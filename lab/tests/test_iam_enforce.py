@@ -476,7 +476,9 @@ FORENSICS = "cloudformation/forensics-account.yaml"
 FORENSICS_ACCOUNT = "444455556666"
 HAND_OFF_KEY = f"arn:aws:kms:us-east-1:{FORENSICS_ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MEMBER_PARAMS = {"ResponderPrincipalArn": f"arn:aws:iam::{DEFAULT_ACCOUNT}:root",
-                 "ForensicsAccountId": FORENSICS_ACCOUNT, "HandOffKeyArn": HAND_OFF_KEY}
+                 "ForensicsAccountId": FORENSICS_ACCOUNT}
+# The member stack creates its hand-off key: the lab is given its ARN.
+MEMBER_RESOURCES = {"HandOffKey": {"Arn": HAND_OFF_KEY}}
 
 
 def forensics_params(bucket: str) -> dict:
@@ -505,7 +507,8 @@ Resources:
 
 def test_member_template_role_is_created_as_the_template_says(lab, fresh_account):
     got = lab.admin_ok("POST", f"/_lab/accounts/{fresh_account}/roles-from-template",
-                       json={"template": MEMBER, "role": "ResponderRole", "parameters": MEMBER_PARAMS})
+                       json={"template": MEMBER, "role": "ResponderRole", "parameters": MEMBER_PARAMS,
+                             "resources": MEMBER_RESOURCES})
     assert got["created"] is True
     assert got["arn"] == f"arn:aws:iam::{fresh_account}:role/CleanroomResponder"
     assert got["max_session_duration"] == 14400
@@ -515,15 +518,16 @@ def test_member_template_role_is_created_as_the_template_says(lab, fresh_account
     contain = got["inline_policies"]["cleanroom-contain"]["Statement"]
     assert f"arn:aws:ec2:*:{fresh_account}:instance/*" in contain[0]["Resource"]
     hand_off = {s["Sid"]: s for s in got["inline_policies"]["cleanroom-hand-off"]["Statement"]}
-    assert hand_off["ShareWithForensicsOnly"]["Condition"] == {"StringEquals": {"ec2:Add/userId": FORENSICS_ACCOUNT}}
-    assert hand_off["ReEncryptForHandOff"]["Resource"] == HAND_OFF_KEY
+    assert hand_off["ShareWithForensicsOnly"]["Condition"]["StringEquals"] == {"ec2:Add/userId": FORENSICS_ACCOUNT}
+    assert hand_off["EncryptRelayCopiesUnderHandOffKey"]["Resource"] == HAND_OFF_KEY
     # What IAM now holds is what the answer says.
     iam = lab.client("iam", account=fresh_account)
     stored = iam.get_role_policy(RoleName="CleanroomResponder", PolicyName="cleanroom-hand-off")
     assert stored["PolicyDocument"] == got["inline_policies"]["cleanroom-hand-off"]
     assert iam.get_role(RoleName="CleanroomResponder")["Role"]["MaxSessionDuration"] == 14400
     again = lab.admin("POST", f"/_lab/accounts/{fresh_account}/roles-from-template",
-                      json={"template": MEMBER, "role": "ResponderRole", "parameters": MEMBER_PARAMS})
+                      json={"template": MEMBER, "role": "ResponderRole", "parameters": MEMBER_PARAMS,
+                             "resources": MEMBER_RESOURCES})
     assert again.status_code == 200 and again.json()["created"] is False
     assert len(iam.list_role_policies(RoleName="CleanroomResponder")["PolicyNames"]) == 4
 
@@ -548,14 +552,14 @@ def test_forensics_role_with_its_resources_given(lab, fresh_account):
         "resources": {"EvidenceKey": {"Arn": key}, "SigningKey": "66666666-7777-8888-9999-000000000000",
                       "AnalysisSubnet": "subnet-0abc", "AnalysisSecurityGroup": {"Ref": "sg-0def"}}})
     evidence = {s["Sid"]: s for s in got["inline_policies"]["cleanroom-evidence"]["Statement"]}
-    assert evidence["WriteAndReadEvidence"]["Resource"] == f"arn:aws:s3:::{bucket}/cases/*"
-    assert evidence["UseKeys"]["Resource"] == key
-    assert evidence["SignCheckpoints"]["Resource"] == \
+    assert evidence["WriteEvidence"]["Resource"] == f"arn:aws:s3:::{bucket}/cases/*"
+    assert evidence["UseEvidenceKeyThroughS3AndEc2"]["Resource"] == key
+    assert evidence["SignCustodyRecords"]["Resource"] == \
         f"arn:aws:kms:us-east-1:{fresh_account}:key/66666666-7777-8888-9999-000000000000"
     clean_room = {s["Sid"]: s for s in got["inline_policies"]["cleanroom-clean-room"]["Statement"]}
     assert f"arn:aws:ec2:us-east-1:{fresh_account}:subnet/subnet-0abc" in \
         clean_room["LaunchInTheCleanRoomOnly"]["Resource"]
-    assert clean_room["PassAnalysisProfile"]["Resource"] == f"arn:aws:iam::{fresh_account}:role/CleanroomAnalysis"
+    assert clean_room["PassAnalysisRoleToEc2"]["Resource"] == f"arn:aws:iam::{fresh_account}:role/CleanroomAnalysis"
     assert clean_room["ReadAnalysisProfile"]["Resource"] == \
         f"arn:aws:iam::{fresh_account}:instance-profile/CleanroomAnalysis"
 
@@ -596,7 +600,8 @@ def test_bad_requests_say_what_is_wrong(lab, fresh_account, body, expected):
 
 def test_the_shipped_member_role_in_an_enforcing_lab(enforcing, fresh_account):
     enforcing.admin_ok("POST", f"/_lab/accounts/{fresh_account}/roles-from-template",
-                       json={"template": MEMBER, "role": "ResponderRole", "parameters": MEMBER_PARAMS})
+                       json={"template": MEMBER, "role": "ResponderRole", "parameters": MEMBER_PARAMS,
+                             "resources": MEMBER_RESOURCES})
     instance_id = launch(enforcing, fresh_account)
     # sts_trust: the template's trust policy wants a session name cleanroom-*.
     with pytest.raises(ClientError):

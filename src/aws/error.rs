@@ -44,6 +44,9 @@ impl CloudError {
             _ if has_credentials_error(&err) => ErrorKind::Credentials,
             _ => ErrorKind::Other,
         };
+        // A failed credential provider quotes what it was given (a credential process's
+        // stderr): this message goes to the terminal, the logs and custody records.
+        let message = crate::redact::scrub(&message).into_owned();
         Self { service, operation, kind, code, message, request_id }
     }
 

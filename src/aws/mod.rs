@@ -17,7 +17,8 @@ use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use tokio::sync::Mutex;
 
 use crate::cloud::CloudError;
-use crate::ids::{AccountId, Region, RoleArn, RoleName};
+use crate::ids::{AccountId, Partition, Region, RoleArn, RoleName};
+use sha2::Digest;
 
 pub mod autoscaling;
 pub mod cloudtrail;
@@ -164,14 +165,30 @@ pub async fn assume_role(base: &SdkConfig, role: &RoleArn, session_name: &str, r
         .build()
 }
 
-/// An STS session name from free text: AWS allows `[\w+=,.@-]{2,64}`.
+/// STS accepts role session names of 2 to 64 characters of `[\w+=,.@-]`.
+const SESSION_NAME_MAX: usize = 64;
+/// Hex digits of SHA-256 kept when a name must be shortened or rewritten: 48 bits, so
+/// two case ids collide by chance about once in 2^24 pairs with the same readable part.
+const SESSION_DIGEST_HEX: usize = 12;
+
+/// The STS session name for `purpose` (a case id, or a command such as `preflight`):
+/// `cleanroom-<purpose>` when that is a valid session name as it stands; otherwise the
+/// readable part, cut to fit, then `=` and a digest of the whole purpose, so two purposes
+/// never share a name (every call shows up in CloudTrail under its own case). `=` never
+/// appears in a name kept as it stands: the readable part replaces it.
 pub fn session_name(purpose: &str) -> String {
-    let mut name: String = format!("cleanroom-{purpose}")
+    let plain = format!("cleanroom-{purpose}");
+    let readable: String = plain
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) { c } else { '-' })
+        .map(|c| if c.is_ascii_alphanumeric() || "+,.@-_".contains(c) { c } else { '-' })
         .collect();
-    name.truncate(64);
-    name
+    if readable == plain && plain.len() <= SESSION_NAME_MAX {
+        return plain;
+    }
+    let digest = hex::encode(sha2::Sha256::digest(purpose.as_bytes()));
+    let keep = SESSION_NAME_MAX - 1 - SESSION_DIGEST_HEX;
+    // `readable` is ASCII, so any byte index is a character boundary.
+    format!("{}={}", &readable[..readable.len().min(keep)], &digest[..SESSION_DIGEST_HEX])
 }
 
 /// Clients are cached per account (`None`: the caller's own) and region.
@@ -187,7 +204,7 @@ pub struct Aws {
     forensics_account: AccountId,
     forensics_region: Region,
     member_role: RoleName,
-    caller_account: Mutex<Option<AccountId>>,
+    caller: Mutex<Option<(AccountId, Partition)>>,
     cache: Mutex<HashMap<ClientKey, Arc<AccountClients>>>,
 }
 
@@ -210,7 +227,7 @@ impl Aws {
             forensics_account: config.forensics.account_id.clone(),
             forensics_region: config.forensics.region.clone(),
             member_role: config.member.role_name.clone(),
-            caller_account: Mutex::new(None),
+            caller: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -262,13 +279,32 @@ impl Aws {
 
     /// The account of the caller's own credentials (one STS call, then cached).
     pub async fn caller_account(&self) -> Result<Option<AccountId>, CloudError> {
-        let mut cached = self.caller_account.lock().await;
-        if cached.is_none() {
-            let clients = AccountClients::new(self.base.clone(), self.base_region.clone());
-            let who = identity::caller_identity(&clients.sts).await?;
-            *cached = Some(who.account);
+        Ok(Some(self.caller_and_partition().await?.0))
+    }
+
+    /// The caller's account and partition, from its identity ARN (one STS call, cached).
+    async fn caller_and_partition(&self) -> Result<(AccountId, Partition), CloudError> {
+        let mut cached = self.caller.lock().await;
+        if let Some(known) = cached.as_ref() {
+            return Ok(known.clone());
         }
-        Ok(cached.clone())
+        let clients = AccountClients::new(self.base.clone(), self.base_region.clone());
+        let who = identity::caller_identity(&clients.sts).await?;
+        let partition = Partition::of_arn(&who.arn)
+            .ok_or_else(|| CloudError::missing("sts", "GetCallerIdentity", "an ARN with a partition"))?;
+        let known = (who.account, partition);
+        *cached = Some(known.clone());
+        Ok(known)
+    }
+
+    /// The member role's ARN in `account`, in the caller's partition (a role cannot be
+    /// assumed across partitions); the base region's partition if the caller is unknown.
+    pub async fn member_role(&self, account: &AccountId) -> RoleArn {
+        let partition = match self.caller_and_partition().await {
+            Ok((_, partition)) => partition,
+            Err(_) => self.base_region.partition(),
+        };
+        RoleArn::in_account(&partition, account, &self.member_role)
     }
 
     async fn clients(&self, account: Option<AccountId>, region: &Region) -> Arc<AccountClients> {
@@ -280,7 +316,7 @@ impl Aws {
         let sdk = match &account {
             None => self.with_region(region),
             Some(a) => {
-                let role = RoleArn::in_account(a, &self.member_role);
+                let role = self.member_role(a).await;
                 assume_role(&self.base, &role, &self.session_name, region).await
             }
         };
@@ -354,9 +390,34 @@ mod tests {
         assert_eq!(s3.connect_timeout(), Some(CONNECT_TIMEOUT));
     }
 
+    fn sts_accepts(name: &str) -> bool {
+        (2..=SESSION_NAME_MAX).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
+    }
+
     #[test]
     fn session_names_are_what_sts_accepts() {
-        assert_eq!(session_name("IR-2026/01 x"), "cleanroom-IR-2026-01-x");
-        assert_eq!(session_name(&"a".repeat(100)).len(), 64);
+        assert_eq!(session_name("IR-2026-0042"), "cleanroom-IR-2026-0042");
+        for purpose in ["IR-2026/01 x", &"a".repeat(100), "IR=1", "é", "preflight"] {
+            let name = session_name(purpose);
+            assert!(sts_accepts(&name), "{purpose:?} -> {name:?}");
+            assert!(name.starts_with("cleanroom-"), "{name}");
+        }
+    }
+
+    // Two long case ids that differ only after the 54th character used to share one
+    // truncated session name, so CloudTrail could not tell their calls apart.
+    #[test]
+    fn long_case_ids_differing_at_the_end_get_different_session_names() {
+        let base = "IR-2026-0042-".to_owned() + &"x".repeat(50);
+        let (a, b) = (format!("{base}-a"), format!("{base}-b"));
+        assert_ne!(session_name(&a), session_name(&b));
+        assert_eq!(session_name(&a).len(), SESSION_NAME_MAX);
+        assert!(session_name(&a).starts_with("cleanroom-IR-2026-0042-xxx"), "still readable");
+        // Rewritten characters no longer merge names either.
+        assert_ne!(session_name("IR/1"), session_name("IR 1"));
+        assert_ne!(session_name("IR/1"), session_name("IR-1"));
+        // Stable: the same case always gets the same name (a rerun is the same session).
+        assert_eq!(session_name(&a), session_name(&a));
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::aws::preflight::AwsProbes;
 use crate::error::{ExitKind, Result};
-use crate::ids::{AccountId, RoleArn};
+use crate::ids::AccountId;
 use crate::preflight::{self, Status, Targets};
 
 use super::{Context, table};
@@ -23,7 +23,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let forensics = aws.forensics().await;
     let mut members = Vec::new();
     for account in &args.accounts {
-        let role = RoleArn::in_account(account, &config.member.role_name);
+        let role = aws.member_role(account).await;
         members.push((role.clone(), aws.assumed(&role, &region).await));
     }
     let caller_probes = AwsProbes { clients: &caller };

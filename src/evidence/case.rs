@@ -529,7 +529,9 @@ impl Case {
     /// another process took it, this one reads that record, checks it, and retries at
     /// the next number.
     pub async fn record(&self, event: CustodyEvent) -> Result<CustodyReceipt, EvidenceError> {
-        let details = Details::Given(event.details.clone());
+        // Error text reaches details (a failed step's message): no secret may be locked
+        // into the record with it.
+        let details = Details::Given(crate::redact::scrub_json(event.details.clone()));
         self.append(event, details).await
     }
 

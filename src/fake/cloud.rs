@@ -915,6 +915,9 @@ impl Ec2 for FakeCloud {
                 vpc: vpc.clone(),
                 groups: vec![request.security_group.clone()],
                 ipv6_addresses: vec![],
+                subnet: Some(request.subnet.clone()),
+                interface_type: Some("interface".into()),
+                conntrack: None,
             },
         );
         let mut tags = request.tags.clone();

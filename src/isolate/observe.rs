@@ -26,7 +26,7 @@ pub fn prior_state_item(account: &AccountId, instance: &InstanceId) -> String {
 
 /// The ARN of an instance, the subject of its custody records.
 pub fn instance_arn(region: &Region, account: &AccountId, instance: &InstanceId) -> String {
-    format!("arn:aws:ec2:{region}:{account}:instance/{instance}")
+    crate::ids::instance_arn(region, account, instance)
 }
 
 /// Everything containment changes, as it was before: what `release` restores.

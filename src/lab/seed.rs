@@ -65,7 +65,7 @@ pub async fn role(
         .send()
         .await
         .map_err(fail("create role"))?;
-    Ok(RoleArn::in_account(account, &role_name.parse().map_err(fail("role name"))?))
+    Ok(RoleArn::in_account(&region.partition(), account, &role_name.parse().map_err(fail("role name"))?))
 }
 
 /// The alias of the hand-off key the member stack creates.

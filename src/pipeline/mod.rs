@@ -116,7 +116,7 @@ pub struct Target {
 impl Target {
     /// The instance's ARN: the subject of its custody records.
     pub fn arn(&self) -> String {
-        format!("arn:aws:ec2:{}:{}:instance/{}", self.side.region, self.side.account, self.id)
+        crate::ids::instance_arn(&self.side.region, &self.side.account, &self.id)
     }
 }
 

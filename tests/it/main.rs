@@ -9,3 +9,4 @@ mod containment;
 mod drill;
 mod evidence;
 mod preflight;
+mod report;

@@ -157,7 +157,7 @@ fn cover(s: &mut String, d: &Report) {
     let head = d
         .custody_head
         .as_ref()
-        .map(|h| format!("{} custody records, head {}", h.seq, digest(&h.hash)))
+        .map(|h| format!("{} custody records", h.seq))
         .unwrap_or_else(|| "no custody records".into());
     let _ = write!(
         s,
@@ -182,9 +182,9 @@ fn summary(s: &mut String, d: &Report) {
         VerificationStatus::Failed => ("bad", "Verification failed"),
         VerificationStatus::NotVerified => ("bad", "Not verified yet"),
     };
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<div class=\"box verdict {class}\"><p class=\"label\">Did everything verify? {label}</p><p>{}</p></div>\n",
+        "<div class=\"box verdict {class}\"><p class=\"label\">Did everything verify? {label}</p><p>{}</p></div>",
         phrase(&sm.verification)
     );
     if !d.chain_problems.is_empty() {
@@ -263,12 +263,7 @@ fn summary(s: &mut String, d: &Report) {
             esc(&p.tools.join("; "))
         );
     }
-    let _ = write!(
-        s,
-        "<p>{} finding(s) follow in section 2, each with the evidence that shows it; section 3 tells every action in order; section 4 lists every evidence item with the commands that check it; section 5 says how to verify the whole case independently.</p>\n",
-        d.summary.findings
-    );
-    s.push_str("<p class=\"legend\">How to read this report: values <span class=\"data\">in dotted boxes</span> come from the suspect's account or disk (tags, names, UserData, console text, CloudTrail fields, file paths). They are shown exactly as found, as inert text: control and direction-changing characters appear as escapes such as <span class=\"mono\">\\u{1b}</span>. Times are UTC. Digests are written <span class=\"mono\">algorithm:hex</span>.</p>\n</section>\n");
+    s.push_str("<p class=\"legend\">How to read this report: values <span class=\"data\">in dotted boxes</span> come from the suspect's account or disk (tags, names, UserData, console text, CloudTrail fields, file paths). They are shown exactly as found, as inert text: control and direction-changing characters appear as escapes such as <span class=\"mono\">\\u{1b}</span>. Times are UTC; digests are written <span class=\"mono\">algorithm:hex</span>. Section 2 lists the findings with the evidence that shows each; section 3 every action in order; section 4 every evidence item with the commands that check it; section 5 how to verify the whole case independently.</p>\n</section>\n");
 }
 
 fn evidence_links(f: &Finding) -> String {
@@ -305,7 +300,7 @@ fn findings(s: &mut String, d: &Report) {
         }
         let _ = write!(
             s,
-            "<div class=\"finding{}\" id=\"f{n}\"><p class=\"head\"><span class=\"num\">F{n}</span><span class=\"tag\">{}</span>{}</p>\n",
+            "<div class=\"finding{}\" id=\"f{n}\"><p class=\"head\"><span class=\"num\">F{n}</span><span class=\"tag\">{}</span>{}</p>",
             if f.process_problem { " process" } else { "" },
             esc(&f.source),
             phrase(&f.title),
@@ -431,9 +426,9 @@ fn item_block(s: &mut String, d: &Report, it: &Item) {
     s.push_str("</tbody></table>\n");
     if !it.commands.is_empty() {
         let lines: Vec<String> = it.commands.iter().map(|c| esc(c)).collect();
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<p class=\"note\">To check it (after the first step of section 5):</p><pre class=\"cmd\">{}</pre>\n",
+            "<p class=\"note\">To check it (after the first step of section 5):</p><pre class=\"cmd\">{}</pre>",
             lines.join("\n")
         );
     }
@@ -508,4 +503,51 @@ fn verification(s: &mut String, d: &Report) {
         s.push_str("</li>\n");
     }
     s.push_str("</ol>\n</section>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{build_at, fixtures};
+    use crate::report::sources::Sources;
+
+    #[test]
+    fn html_escapes_everything_it_is_given() {
+        assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
+        assert_eq!(esc("a\u{1b}[2J\u{202e}b"), "a\\u{1b}[2J\\u{202e}b");
+        assert_eq!(esc_lines("a\u{1b}\n<b>"), "a\\u{1b}\n&lt;b&gt;");
+    }
+
+    #[test]
+    fn suspect_data_is_marked_and_our_words_are_not() {
+        let p = Phrase::of("launched by ").data("<dev>");
+        assert_eq!(phrase(&p), "launched by <span class=\"data\">&lt;dev&gt;</span>");
+    }
+
+    #[test]
+    fn the_document_fetches_nothing_runs_nothing_and_prints_on_a4() {
+        let mut report = build_at(&fixtures::case(), &Sources::default(), "t".into());
+        report.summary.instances[0].name = Some("</style><script>x</script>".into());
+        let html = render(&report);
+        assert!(html.contains(&format!("content=\"{CSP}\"")));
+        assert!(!html.contains("<script") && !html.contains(" src=") && !html.contains("url("), "{html}");
+        assert!(html.contains("@page{size:A4;") && html.contains("counter(pages)"));
+        let sections: Vec<usize> = [
+            "id=\"summary\"",
+            "id=\"findings\"",
+            "id=\"timeline\"",
+            "id=\"evidence\"",
+            "id=\"verify\"",
+            "id=\"certification\"",
+        ]
+        .iter()
+        .map(|s| html.find(s).unwrap_or_else(|| panic!("{s}")))
+        .collect();
+        assert!(sections.windows(2).all(|w| w[0] < w[1]), "sections in order");
+        assert!(
+            html.contains(
+                "<b>05:44:03 UTC</b>, Jane Doe (role CleanroomForensics) removed every network path"
+            )
+        );
+    }
 }

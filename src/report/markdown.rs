@@ -184,21 +184,25 @@ pub fn render(d: &Report) -> String {
             "No findings: the capture summaries and clean-room results hold nothing to report.\n"
         );
     }
+    let mut current: Option<(Option<String>, Option<String>)> = None;
     for f in &d.findings {
-        let mut head = format!(
+        let group = (f.instance.clone(), f.volume.clone());
+        if current.as_ref() != Some(&group) {
+            let heading = match &group {
+                (Some(i), Some(v)) => format!("{} · volume {}", md(i), md(v)),
+                (Some(i), None) => md(i),
+                _ => "The case".into(),
+            };
+            let _ = writeln!(s, "### {heading}\n");
+            current = Some(group);
+        }
+        let head = format!(
             "**F{}** \\[{}\\]{} {}",
             f.number,
             md(&f.source),
             if f.process_problem { " (gap or problem of the process)" } else { "" },
             phrase(&f.title)
         );
-        if let Some(i) = &f.instance {
-            head.push_str(&format!(" (instance {}", md(i)));
-            if let Some(v) = &f.volume {
-                head.push_str(&format!(", volume {}", md(v)));
-            }
-            head.push(')');
-        }
         let _ = writeln!(s, "{head}\n");
         let mut facts = Vec::new();
         if let Some(p) = &f.path {
@@ -362,4 +366,49 @@ pub fn render(d: &Report) -> String {
         reverify::certification(d)
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{build_at, fixtures};
+    use crate::report::sources::Sources;
+
+    #[test]
+    fn values_cannot_open_code_links_emphasis_html_or_cells() {
+        assert_eq!(md("`rm -rf ~`"), "\\`rm -rf \\~\\`");
+        assert_eq!(md("<img src=x>"), "&lt;img src=x&gt;");
+        assert_eq!(
+            md("[a](http://x) *b* _c_ |d| ~e~ #f \\g"),
+            "\\[a\\](http://x) \\*b\\* \\_c\\_ \\|d\\| \\~e\\~ \\#f \\\\g"
+        );
+        assert_eq!(md("- item"), "\\- item");
+        assert_eq!(md("12. x"), "12\\. x");
+        assert_eq!(md("2026-01-02T03:04:05.000Z"), "2026-01-02T03:04:05.000Z", "dates stay readable");
+        assert_eq!(md("line\nbreak\u{202e}"), "line\\\\nbreak\\\\u{202e}");
+        assert_eq!(md_code("sha256:ab12"), "`sha256:ab12`");
+        assert_eq!(md_code("x`y"), "x\\`y");
+    }
+
+    #[test]
+    fn text_as_found_is_an_indented_block_no_line_can_leave() {
+        let mut s = String::new();
+        block(&mut s, "#!/bin/sh\n```\n</pre><script>x</script>\u{1b}[2J\nnot code");
+        for line in s.lines().filter(|l| !l.is_empty()) {
+            assert!(line.starts_with("    "), "{line:?} left the block");
+        }
+        assert!(s.contains("    </pre><script>x</script>\\u{1b}[2J\n"), "{s}");
+    }
+
+    #[test]
+    fn suspect_names_are_quoted_and_escaped_everywhere() {
+        let mut case = fixtures::case();
+        let r = case.records[2].record.as_mut().unwrap();
+        r.details["swaps"][0]["eni"] = serde_json::json!("eni-0a");
+        let mut report = build_at(&case, &Sources::default(), "t".into());
+        report.summary.instances[0].name = Some("*x* <b>".into());
+        let text = render(&report);
+        assert!(text.contains("i-0123456789abcdef0 \"\\*x\\* &lt;b&gt;\""), "{text}");
+        assert!(text.contains("## 1. Summary") && text.contains("## 6. Certification"), "{text}");
+    }
 }

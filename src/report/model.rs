@@ -683,9 +683,8 @@ fn image_finding(src: &Source, numbers: &BTreeMap<String, usize>) -> Finding {
     let check = v.get("second_check");
     let matched = check.and_then(|c| c.get("match")).and_then(Value::as_bool);
     let mut title = Phrase::of(format!(
-        "Volume {vol} was imaged in the clean room: {}, {}",
+        "Volume {vol} was imaged in the clean room ({}), its SHA-256, SHA-1 and MD5 computed in the same read",
         bytes.map(human_size).unwrap_or_else(|| "size not recorded".into()),
-        text_of(v, "sha256").unwrap_or_else(|| "no SHA-256 recorded".into())
     ));
     title.push_text(match matched {
         Some(true) => {
@@ -720,7 +719,7 @@ fn image_finding(src: &Source, numbers: &BTreeMap<String, usize>) -> Finding {
         title,
         path: None,
         inode: None,
-        sha256: text_of(v, "sha256"),
+        sha256: None,
         excerpt: Some(lines.join("\n")),
         evidence,
         process_problem: matched != Some(true),
@@ -1052,16 +1051,34 @@ fn instance_summary(
             key: r.details.get("key").and_then(Value::as_str).map(str::to_owned),
         })
         .collect();
-    for r in records.iter().filter(|r| r.action == Action::ForensicsCopyCompleted) {
-        if r.evidence.iter().any(|e| items.iter().any(|i| i.id == e.id)) {
-            let d = &r.details;
-            let what = Phrase::of(format!(
-                "its disk {} is now a snapshot of the forensics account ({}), out of the suspect's reach",
-                d.get("volume").and_then(Value::as_str).unwrap_or("?"),
-                d.get("forensics_snapshot").and_then(Value::as_str).unwrap_or("?"),
-            ));
-            story.push(line(r, what));
-        }
+    // The hand-off in one line, at the time the last copy completed.
+    let copies: Vec<&&CustodyRecord> = records
+        .iter()
+        .filter(|r| r.action == Action::ForensicsCopyCompleted)
+        .filter(|r| r.evidence.iter().any(|e| items.iter().any(|i| i.id == e.id)))
+        .collect();
+    if let Some(last) = copies.last() {
+        let pairs: Vec<String> = copies
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} as {}",
+                    r.details.get("volume").and_then(Value::as_str).unwrap_or("?"),
+                    r.details.get("forensics_snapshot").and_then(Value::as_str).unwrap_or("?")
+                )
+            })
+            .collect();
+        let what = Phrase::of(format!(
+            "{} now {} of the forensics account, out of the suspect's reach ({})",
+            if copies.len() == 1 {
+                "its disk is".to_owned()
+            } else {
+                format!("its {} disks are", copies.len())
+            },
+            if copies.len() == 1 { "a snapshot" } else { "snapshots" },
+            listed(pairs.iter().map(String::as_str))
+        ));
+        story.push(line(last, what));
     }
     story.sort_by_key(|l| l.seq);
     InstanceSummary {
@@ -1148,4 +1165,219 @@ fn people_of(records: &[&CustodyRecord]) -> Vec<Person> {
         add(&mut p.tools, format!("{} {} (binary {})", r.tool.name, r.tool.version, r.tool.binary_sha256));
     }
     people
+}
+
+/// Plain-data cases for the unit tests of the report modules.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use serde_json::json;
+
+    use crate::evidence::case::{CaseFile, ManifestItem, Retention};
+    use crate::evidence::custody::{Action, Actor, CLOCK_SOURCE, CustodyRecord, HostInfo, SCHEMA, ToolInfo};
+    use crate::evidence::layout;
+    use crate::evidence::store::LockMode;
+    use crate::ids::CaseId;
+    use crate::verify::{LoadedCase, LoadedRecord};
+
+    pub const INSTANCE: &str = "i-0123456789abcdef0";
+    pub const ACCOUNT: &str = "444455556666";
+
+    pub fn arn() -> String {
+        format!("arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/{INSTANCE}")
+    }
+
+    pub fn actor(examiner: &str, session: &str) -> Actor {
+        Actor {
+            examiner: examiner.into(),
+            principal_arn: format!("arn:aws:sts::111122223333:assumed-role/CleanroomForensics/{session}"),
+            account: "111122223333".parse().unwrap(),
+            session_name: session.into(),
+        }
+    }
+
+    pub fn record(seq: u64, action: Action, subject: &str, details: serde_json::Value) -> CustodyRecord {
+        CustodyRecord {
+            schema: SCHEMA.into(),
+            seq,
+            case: "IR-1".into(),
+            time: format!("2026-11-22T05:44:{:02}.000Z", seq % 60),
+            clock: CLOCK_SOURCE.into(),
+            actor: actor("Jane Doe", "cleanroom-acquire-IR-1"),
+            host: HostInfo { hostname: "jump-1".into(), os: "linux".into(), arch: "x86_64".into() },
+            tool: ToolInfo { name: "cleanroom".into(), version: "0.1.0".into(), binary_sha256: hex('b') },
+            action,
+            subject: subject.into(),
+            evidence: vec![],
+            aws_request_ids: vec!["req-1".into()],
+            details,
+            prev: None,
+            hash: hex('c'),
+            signature: None,
+        }
+    }
+
+    pub fn hex(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    pub fn item(name: &str) -> ManifestItem {
+        let case: CaseId = "IR-1".parse().unwrap();
+        ManifestItem {
+            id: format!("{ACCOUNT}/{INSTANCE}/capture/{name}"),
+            account: ACCOUNT.into(),
+            subject: INSTANCE.into(),
+            name: name.into(),
+            source: "ec2:DescribeInstances".into(),
+            method: "API read".into(),
+            derived_from: vec![],
+            acquired_at: "2026-11-22T05:44:02.000Z".into(),
+            size: 2048,
+            sha256: hex('a'),
+            sha1: format!("sha1:{}", "1".repeat(40)),
+            md5: format!("md5:{}", "5".repeat(32)),
+            s3_key: layout::evidence(&case, &ACCOUNT.parse().unwrap(), INSTANCE, &format!("capture/{name}"))
+                .unwrap_or_else(|_| format!("cases/IR-1/evidence/{ACCOUNT}/{INSTANCE}/{name}")),
+            version_id: Some("v1.abc_DEF".into()),
+            s3_checksum_sha256: "AA==".into(),
+            part_size: None,
+            lock_mode: Some(LockMode::Compliance),
+            retain_until: Some("2026-12-22T05:44:02.000Z".into()),
+            legal_hold: false,
+        }
+    }
+
+    /// A case: opened, one item stored (record 2), contained, verified (record 5),
+    /// then a second item stored after the verification (record 6).
+    pub fn case() -> LoadedCase {
+        let case: CaseId = "IR-1".parse().unwrap();
+        let mut stored = record(2, Action::EvidenceStored, INSTANCE, json!({"item": item("userdata.bin")}));
+        stored.evidence = vec![item("userdata.bin").evidence_ref()];
+        let records = vec![
+            record(1, Action::CaseOpened, "case:IR-1", json!({"config_digest": hex('d')})),
+            stored,
+            record(
+                3,
+                Action::NetworkIsolated,
+                &arn(),
+                json!({"groups": [{"vpc": "vpc-1", "purpose": "isolation", "group": "sg-0iso"},
+                                  {"vpc": "vpc-1", "purpose": "allow-all", "group": "sg-0all"}],
+                       "swaps": [{"eni": "eni-0a", "result": "isolated"}, {"eni": "eni-0b", "result": "isolated"}]}),
+            ),
+            record(
+                4,
+                Action::ContainmentVerified,
+                &arn(),
+                json!({"checks": [{"control": "network eni-0a", "ok": true, "detail": ""}]}),
+            ),
+            {
+                let mut r = record(
+                    5,
+                    Action::Verified,
+                    "case:IR-1",
+                    json!({"ok": true, "intact": true, "verdict": "VERIFIED: all good", "items": 1, "custody_records": 4, "locks_checked": true, "findings": []}),
+                );
+                r.actor = actor("Ada Examiner", "cleanroom-verify-IR-1");
+                r
+            },
+            record(6, Action::EvidenceStored, INSTANCE, json!({"item": item("console-output.txt")})),
+        ];
+        LoadedCase {
+            case: case.clone(),
+            case_file: CaseFile {
+                schema: "cleanroom.case/1".into(),
+                case: "IR-1".into(),
+                opened_at: "2026-11-22T05:44:01.000Z".into(),
+                clock: CLOCK_SOURCE.into(),
+                opened_by: actor("Jane Doe", "cleanroom-acquire-IR-1"),
+                host: HostInfo { hostname: "jump-1".into(), os: "linux".into(), arch: "x86_64".into() },
+                tool: ToolInfo { name: "cleanroom".into(), version: "0.1.0".into(), binary_sha256: hex('b') },
+                config_digest: hex('d'),
+                store: "s3://acme-evidence".into(),
+                retention: Retention::explicit(LockMode::Compliance, 30),
+            },
+            case_file_sha256: hex('e'),
+            case_file_version: Some("v0".into()),
+            records: records
+                .into_iter()
+                .map(|r| LoadedRecord {
+                    seq: r.seq,
+                    key: layout::custody_record(&case, r.seq),
+                    version_id: Some(format!("rv{}", r.seq)),
+                    versions: 1,
+                    record: Some(r),
+                })
+                .collect(),
+            chain_findings: vec![],
+            other_keys: vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{self, INSTANCE};
+    use super::*;
+
+    #[test]
+    fn the_first_page_tells_what_happened_who_did_it_and_whether_it_verified() {
+        let r = build_at(&fixtures::case(), &Sources::default(), "t".into());
+        let s = &r.summary;
+        assert_eq!(s.instances.len(), 1);
+        let i = &s.instances[0];
+        assert_eq!(i.instance, INSTANCE);
+        assert_eq!(i.containment, Containment::Verified);
+        let story: Vec<String> = i.story.iter().map(|l| l.what.plain()).collect();
+        assert_eq!(
+            story,
+            [
+                "cut every network path on both its network interfaces (eni-0a and eni-0b)",
+                "read it again: its one containment control in force"
+            ]
+        );
+        assert_eq!(s.verification_status, VerificationStatus::Verified);
+        let v = s.verification.plain();
+        assert!(
+            v.starts_with("Yes. On 2026-11-22 at 05:44:05 UTC, Ada Examiner (role CleanroomForensics)"),
+            "{v}"
+        );
+        assert!(v.contains("1 item(s) were stored after that verification"), "{v}");
+        // One person per examiner and role, whatever the session of each command.
+        let who: Vec<&str> = s.people.iter().map(|p| p.who.as_str()).collect();
+        assert_eq!(who, ["Jane Doe (role CleanroomForensics)", "Ada Examiner (role CleanroomForensics)"]);
+        assert_eq!(s.people[0].actions, 5);
+        assert!(s.preserved.plain().contains("under Object Lock COMPLIANCE mode, 30 days from each write"));
+    }
+
+    #[test]
+    fn an_item_stored_after_the_last_verification_is_not_called_verified() {
+        let r = build_at(&fixtures::case(), &Sources::default(), "t".into());
+        let by_name = |n: &str| r.items.iter().find(|i| i.item.name == n).unwrap();
+        assert!(by_name("userdata.bin").status_ok, "{}", by_name("userdata.bin").status);
+        let late = by_name("console-output.txt");
+        assert!(!late.status_ok);
+        assert!(late.status.contains("stored after the last verification"), "{}", late.status);
+    }
+
+    #[test]
+    fn a_failed_verification_is_said_as_no() {
+        let mut case = fixtures::case();
+        let v = case.records[4].record.as_mut().unwrap();
+        v.details = serde_json::json!({"ok": false, "intact": false, "verdict": "FAILED: 1 problem(s) found", "findings_count": 1,
+            "findings": [{"what": "item", "location": item_key(), "problem": "sha256 differs"}]});
+        let r = build_at(&case, &Sources::default(), "t".into());
+        assert_eq!(r.summary.verification_status, VerificationStatus::Failed);
+        assert!(
+            r.summary.verification.plain().starts_with("NO. On 2026-11-22"),
+            "{}",
+            r.summary.verification.plain()
+        );
+        let item = r.items.iter().find(|i| i.item.name == "userdata.bin").unwrap();
+        assert!(
+            item.status.starts_with("FAILED at the verification") && item.status.contains("sha256 differs")
+        );
+    }
+
+    fn item_key() -> String {
+        fixtures::item("userdata.bin").s3_key
+    }
 }

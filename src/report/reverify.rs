@@ -271,3 +271,106 @@ pub fn certification(d: &Report) -> String {
     let case = d.case.parse::<CaseId>().map(|c| c.to_string()).unwrap_or_else(|_| "[CASE]".into());
     CERTIFICATION.replace("[CASE]", &case)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::build_at;
+    use crate::report::model::fixtures;
+    use crate::report::sources::Sources;
+
+    fn report() -> Report {
+        let mut case = fixtures::case();
+        // Signed records, as a case with a signing key writes them.
+        for r in case.records.iter_mut().filter_map(|r| r.record.as_mut()) {
+            r.signature = Some(crate::evidence::custody::RecordSignature {
+                key_id: "arn:aws:kms:eu-west-1:111122223333:key/1234abcd".into(),
+                public_key_sha256: fixtures::hex('f'),
+                algorithm: "ECDSA_SHA_256".into(),
+                value: "MEUCIQ==".into(),
+                request_id: None,
+            });
+        }
+        build_at(&case, &Sources::default(), "t".into())
+    }
+
+    #[test]
+    fn shell_quoting_keeps_any_value_one_inert_word() {
+        assert_eq!(sh("plain"), "'plain'");
+        assert_eq!(sh("it's $(reboot)"), "'it'\\''s $(reboot)'");
+    }
+
+    #[test]
+    fn item_commands_quote_values_of_the_expected_form_and_say_what_they_print() {
+        let r = report();
+        let item = r.items.iter().find(|i| i.item.name == "userdata.bin").unwrap();
+        assert_eq!(item.commands_note, None, "{:?}", item.commands);
+        let all = item.commands.join("\n");
+        assert!(
+            all.starts_with(&format!(
+                "b='acme-evidence' k='{}' v='v1.abc_DEF' f='item-02-userdata.bin'",
+                item.item.s3_key
+            )),
+            "{all}"
+        );
+        assert!(all.contains(&format!("sha256sum \"$f\"   # expected: {}", "a".repeat(64))), "{all}");
+        assert!(all.contains(&format!("md5sum \"$f\"      # expected: {}", "5".repeat(32))), "{all}");
+        assert!(all.contains("# expected: COMPLIANCE (retain until 2026-12-22T05:44:02.000Z)"), "{all}");
+        assert!(
+            all.contains("rk='cases/IR-1/custody/0000000002.json' rv='rv2' r='record-0000000002.json'"),
+            "{all}"
+        );
+        assert!(all.contains(&format!(
+            "printf '%s' '{{\"case\":\"IR-1\",\"hash\":\"{}\",\"purpose\":\"cleanroom.custody-record/1\",\"seq\":2}}' | openssl dgst -sha256 -verify signing-key.pem -signature \"$r.sig\"   # expected: Verified OK",
+            fixtures::hex('c')
+        )), "{all}");
+    }
+
+    #[test]
+    fn a_value_not_of_its_form_leaves_its_commands_out_and_says_why() {
+        for (key, version) in [
+            ("cases/IR-1/evidence/444455556666/i-0123456789abcdef0/$(reboot)", "v1"),
+            ("cases/IR-2/evidence/444455556666/i-0123456789abcdef0/x.json", "v1"),
+            ("cases/IR-1/evidence/444455556666/i-0123456789abcdef0/x.json", "v1'; reboot; '"),
+            ("cases/IR-1/evidence/444455556666/i-0123456789abcdef0/x.json", "v1\nreboot"),
+        ] {
+            let mut r = report();
+            let mut item = r.items.remove(0);
+            item.item.s3_key = key.into();
+            item.item.version_id = Some(version.into());
+            let (commands, note) = item_commands(&r, &item);
+            assert!(commands.is_empty(), "{key:?} {version:?}: {commands:?}");
+            assert!(note.unwrap().contains("not of the form"), "{key:?}");
+        }
+        let mut r = report();
+        r.bucket = "Bad Bucket`x`".into();
+        assert!(case_steps(&r).iter().all(|s| s.commands.is_empty()));
+        let (commands, _) = item_commands(&r, &r.items[0]);
+        assert!(commands.is_empty());
+    }
+
+    #[test]
+    fn case_steps_fetch_the_key_from_kms_and_verify_offline_with_it() {
+        let steps = case_steps(&report());
+        let all: String = steps.iter().map(|s| s.commands.as_str()).collect::<Vec<_>>().join("\n");
+        assert!(all.starts_with(
+            "aws kms get-public-key --key-id 'arn:aws:kms:eu-west-1:111122223333:key/1234abcd' --query PublicKey --output text | base64 -d > signing-key.der"
+        ), "{all}");
+        assert!(
+            all.contains("aws s3api list-object-versions --bucket 'acme-evidence' --prefix 'cases/IR-1/'"),
+            "{all}"
+        );
+        assert!(
+            all.contains("cleanroom verify --case 'IR-1' --dir './IR-1/' --public-key signing-key.pem"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn the_case_in_the_certification_is_the_checked_id() {
+        let mut r = report();
+        r.case = "IR-1```\n<b>".into();
+        let text = certification(&r);
+        assert!(!text.contains("<b>") && text.contains("case [CASE]"), "{text}");
+    }
+}

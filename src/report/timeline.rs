@@ -749,7 +749,11 @@ pub fn short(r: &CustodyRecord) -> Option<Phrase> {
         }
         Action::ContainmentVerified => {
             let n = count(d, "checks");
-            Phrase::of(format!("read it again: all {n} containment controls in force"))
+            Phrase::of(if n == 1 {
+                "read it again: its one containment control in force".to_owned()
+            } else {
+                format!("read it again: all {n} containment controls in force")
+            })
         }
         Action::ContainmentFailed | Action::ReleaseFailed => {
             let mut p = Phrase::of("FAILED");
@@ -772,4 +776,205 @@ pub fn short(r: &CustodyRecord) -> Option<Phrase> {
 /// `1 item`, `2 items`.
 pub fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::report::model::fixtures::{INSTANCE, arn, hex, item, record};
+
+    fn names() -> Names {
+        Names { instances: [(INSTANCE.to_owned(), "web <b>1</b>".to_owned())].into() }
+    }
+
+    fn told(action: Action, subject: &str, details: serde_json::Value) -> Entry {
+        entries(std::iter::once(&record(7, action, subject, details)), &names()).remove(0)
+    }
+
+    #[test]
+    fn every_action_is_one_sentence_with_time_who_what_and_request_ids() {
+        let cases: Vec<(Action, String, serde_json::Value, &str)> = vec![
+            (Action::CaseOpened, "case:IR-1".into(), json!({"config_digest": hex('d')}), "opened case IR-1"),
+            (
+                Action::EvidenceStored,
+                INSTANCE.into(),
+                json!({"item": item("userdata.bin")}),
+                "stored evidence item 444455556666/i-0123456789abcdef0/capture/userdata.bin (2.0 KiB, sha256:aaaaaaaaaaaaaaaa…), locked COMPLIANCE until",
+            ),
+            (
+                Action::ContainmentPlanned,
+                arn(),
+                json!({"plan": {"swaps": [{"eni": "eni-0a"}], "termination_protection": true, "deny_roles": ["app"]}}),
+                "recorded what containment would change on i-0123456789abcdef0 (\"web <b>1</b>\"), before changing anything: cut the network on its network interface eni-0a, termination protection turned on and deny the older sessions of role \"app\"",
+            ),
+            (
+                Action::InstanceProtected,
+                arn(),
+                json!({"plan": {"termination_protection": true, "shutdown_stop": true, "keep_volumes": ["vol-1"], "tags": {"cleanroom:case": "IR-1"}}}),
+                "protected i-0123456789abcdef0 (\"web <b>1</b>\") against losing its evidence: termination protection turned on, shutdown behaviour set to stop, delete-on-termination turned off for vol-1, case tags added",
+            ),
+            (
+                Action::ServiceDetached,
+                arn(),
+                json!({"auto_scaling_group": "web-asg", "target_groups": [{}, {}]}),
+                "detached it from Auto Scaling group \"web-asg\" without lowering the group's desired capacity",
+            ),
+            (
+                Action::NetworkIsolated,
+                arn(),
+                json!({"groups": [{"purpose": "isolation", "group": "sg-0iso"}, {"purpose": "allow-all", "group": "sg-0all"}], "swaps": [{"eni": "eni-0a"}, {"eni": "eni-0b"}]}),
+                "removed every network path of i-0123456789abcdef0 (\"web <b>1</b>\") on both its network interfaces (eni-0a and eni-0b): each was first moved to an allow-all security group, so that open connections stopped being tracked, then moved to the isolation security group sg-0iso, which has no rules",
+            ),
+            (
+                Action::CredentialsRevoked,
+                arn(),
+                json!({"disassociated": "iip-assoc-1", "roles": ["app"], "deny_policy": "cleanroom-revoke-sessions-IR-1", "sessions_issued_before": "2026-11-22T05:44:07Z"}),
+                "removed its instance profile, so the instance can get no new credentials and denied every session of role \"app\" issued before 2026-11-22 05:44:07 UTC (inline policy cleanroom-revoke-sessions-IR-1)",
+            ),
+            (
+                Action::ContainmentVerified,
+                arn(),
+                json!({"checks": [{"control": "network eni-0a", "ok": true}, {"control": "termination protection", "ok": true}]}),
+                "found every containment control in force (2 controls: network eni-0a and termination protection)",
+            ),
+            (
+                Action::ContainmentFailed,
+                arn(),
+                json!({"step": "NetworkIsolated", "errors": ["eni-0a: \u{1b}[2Jdenied"]}),
+                "FAILED to isolate the network of i-0123456789abcdef0 (\"web <b>1</b>\"): \"eni-0a: \\u{1b}[2Jdenied\"",
+            ),
+            (
+                Action::ContainmentFailed,
+                arn(),
+                json!({"checks": [{"control": "network eni-0a", "ok": false}, {"control": "termination protection", "ok": true}]}),
+                "found containment NOT complete: 1 of 2 controls not in force (network eni-0a)",
+            ),
+            (
+                Action::Released,
+                arn(),
+                json!({"checks": [{}, {}]}),
+                "released i-0123456789abcdef0 (\"web <b>1</b>\") from containment",
+            ),
+            (
+                Action::ReleaseFailed,
+                arn(),
+                json!({"step": "release", "errors": ["x"]}),
+                "FAILED to release i-0123456789abcdef0",
+            ),
+            (
+                Action::CaptureCompleted,
+                arn(),
+                json!({"items": 8, "gaps": [{"what": "console screenshot", "error": "e"}], "launched_by": {"event_time": "2026-11-21T23:10:02Z", "username": "dev-ci", "access_key_id": "AKIAEXAMPLE", "source_ip": "203.0.113.66"}}),
+                "CloudTrail records its launch at 2026-11-21 23:10:02 UTC by \"dev-ci\" with access key \"AKIAEXAMPLE\" from \"203.0.113.66\"; not captured: \"console screenshot\"",
+            ),
+            (
+                Action::SnapshotsCreated,
+                arn(),
+                json!({"crash_consistent": true, "point_in_time": "2026-11-22T05:44:03Z", "snapshots": [{"snapshot": "snap-1", "volume": "vol-1"}, {"snapshot": "snap-2", "volume": "vol-2"}]}),
+                "froze the disks of i-0123456789abcdef0 (\"web <b>1</b>\"): one crash-consistent snapshot set of its 2 volume(s) at 2026-11-22 05:44:03 UTC (snap-1 of vol-1 and snap-2 of vol-2)",
+            ),
+            (
+                Action::SnapshotFailed,
+                arn(),
+                json!({"failed_snapshot": "snap-1", "volume": "vol-1", "retried_as": "snap-3"}),
+                "found that snapshot snap-1 of vol-1 ended in error and took it again as snap-3; deviation:",
+            ),
+            (
+                Action::RelayCopyCreated,
+                arn(),
+                json!({"source_snapshot": "snap-1", "handoff_key": "arn:aws:kms:eu-west-1:444455556666:key/k", "relay_copy": "snap-4"}),
+                "copied snapshot snap-1 under the hand-off key arn:aws:kms:eu-west-1:444455556666:key/k as snap-4",
+            ),
+            (
+                Action::SnapshotShared,
+                arn(),
+                json!({"snapshot": "snap-4", "account": "111122223333"}),
+                "shared snapshot snap-4 with the forensics account 111122223333",
+            ),
+            (
+                Action::ForensicsCopyCompleted,
+                "arn:aws:ec2:eu-west-1::snapshot/snap-5".into(),
+                json!({"source_snapshot": "snap-1", "volume": "vol-1", "forensics_snapshot": "snap-5", "key": "arn:aws:kms:eu-west-1:111122223333:key/f"}),
+                "completed the forensics account's own copy snap-5 of snapshot snap-1 (volume vol-1) under its key",
+            ),
+            (
+                Action::ShareRemoved,
+                arn(),
+                json!({"snapshot": "snap-4", "account": "111122223333"}),
+                "took back the forensics account's access to snapshot snap-4",
+            ),
+            (
+                Action::HandOffFailed,
+                arn(),
+                json!({"copy": "snap-6", "of": "snap-1", "account": "111122223333", "state_message": "KMS"}),
+                "found that the copy snap-6 of snapshot snap-1 in account 111122223333 ended in error (\"KMS\")",
+            ),
+            (
+                Action::Verified,
+                "case:IR-1".into(),
+                json!({"ok": true, "verdict": "VERIFIED: ok"}),
+                "re-verified the whole case: VERIFIED: ok",
+            ),
+            (Action::ReportWritten, "case:IR-1".into(), json!({"format": "html"}), "wrote the HTML report"),
+            (
+                Action::CheckpointSigned,
+                "k".into(),
+                json!({"signed": {"seq": 6}, "key_id": "arn:aws:kms:eu-west-1:111122223333:key/s", "public_key_sha256": hex('f')}),
+                "signed a checkpoint over custody records 1 to 6 with key arn:aws:kms:eu-west-1:111122223333:key/s",
+            ),
+            (
+                Action::ManifestSealed,
+                "case:IR-1".into(),
+                json!({"items": 3, "custody_head": {"seq": 6}}),
+                "sealed the manifest: 3 evidence item(s), up to custody record 6",
+            ),
+        ];
+        for (action, subject, details, expected) in cases {
+            let e = told(action, &subject, details);
+            let s = e.sentence.plain();
+            assert!(s.starts_with("05:44:07 UTC, Jane Doe (role CleanroomForensics) "), "{s}");
+            assert!(s.contains(expected), "{action:?}:\n{s}\nlacks\n{expected}");
+            assert!(s.ends_with("; AWS request id req-1."), "{s}");
+            assert!(
+                e.ir_log.starts_with("[2026-11-22 05:44 UTC] Jane Doe (role CleanroomForensics) "),
+                "{}",
+                e.ir_log
+            );
+            assert!(e.ir_log.ends_with("(custody record 7)"), "{}", e.ir_log);
+            assert!(!e.ir_log.contains("req-1"), "the IR log is terse");
+        }
+    }
+
+    #[test]
+    fn suspect_values_are_data_pieces_and_missing_fields_are_left_out() {
+        let e = told(Action::NetworkIsolated, &arn(), json!({}));
+        assert!(e.body.0.contains(&super::super::phrase::Span::Data("web <b>1</b>".into())), "{:?}", e.body);
+        assert!(
+            e.sentence
+                .plain()
+                .contains("on its network interfaces: each was moved to the case's isolation security group")
+        );
+        assert!(!told(Action::Verified, "case:IR-1", json!({"ok": false})).sentence.plain().contains("null"));
+        assert!(told(Action::Verified, "case:IR-1", json!({"ok": false})).failure);
+    }
+
+    #[test]
+    fn identities_lists_and_times_read_naturally() {
+        assert_eq!(identity("arn:aws:iam::111122223333:user/ada").as_deref(), Some("IAM user ada"));
+        assert_eq!(
+            identity("arn:aws:iam::111122223333:root").as_deref(),
+            Some("the root user of 111122223333")
+        );
+        assert_eq!(identity("not an arn"), None);
+        assert_eq!(listed(["a"].into_iter()), "a");
+        assert_eq!(listed(["a", "b", "c"].into_iter()), "a, b and c");
+        let many: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert_eq!(listed(many.iter().map(String::as_str)), "0, 1, 2, 3, 4, 5, 6, 7 and 2 more");
+        assert_eq!(split_time("2026-11-22T05:44:07.123Z").1, "05:44:07");
+        assert_eq!(split_time("x\u{1b}y").0, "x\\u{1b}y", "a time that is not one is shown safely");
+        assert_eq!(plural(1, "day", "days"), "1 day");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
 }

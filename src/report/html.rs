@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::model::{Containment, Finding, Item, Report, VerificationStatus};
 use super::phrase::{Phrase, Span};
 use super::reverify;
-use super::timeline::{human_size, split_time};
+use super::timeline::{human_size, plural, split_time};
 use crate::ids::CaseId;
 use crate::text::{sanitize, sanitize_lines};
 
@@ -36,7 +36,7 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3em 0 .7em;padding:.4em 
 pre.cmd{background:#fff;border-left:2pt solid #777;font-size:7.5pt}
 .data{font-family:"DejaVu Sans Mono","Liberation Mono",monospace;font-size:.88em;background:#fff6d6;border:.5pt dotted #a80;padding:0 .15em;overflow-wrap:anywhere}
 pre.data{font-size:7.5pt;border:.75pt dotted #a80;background:#fffaf0}
-.box{border:1pt solid var(--rule);padding:.5em .8em;margin:.8em 0}
+.box{border:1pt solid var(--rule);padding:.3em .7em;margin:.6em 0}
 .verdict{border-width:1.5pt}
 .verdict.ok{border-color:var(--ok)}
 .verdict.bad{border-color:var(--bad)}
@@ -48,7 +48,7 @@ table{border-collapse:collapse;width:100%;margin:.5em 0 .9em;font-size:9pt}
 th,td{border:.5pt solid var(--rule);padding:2pt 4pt;vertical-align:top;text-align:left}
 th{background:#e8e8e8;font-size:8.5pt}
 thead{display:table-header-group}
-tr,li,.finding,.box,pre.data,table.kv{break-inside:avoid}
+tr,li,.finding,.box,pre.data{break-inside:avoid}
 h2,h3,h4{break-after:avoid}
 table.kv th{width:8em;background:#f4f4f4}
 table.kv td,table.kv th{padding:1.5pt 4pt}
@@ -222,7 +222,12 @@ fn summary(s: &mut String, d: &Report) {
         if let Some(l) = &i.launched_by {
             let _ = write!(s, "; {}", phrase(l));
         }
-        let _ = writeln!(s, ". {} evidence item(s), {}.</p>", i.evidence_items, human_size(i.evidence_bytes));
+        let _ = writeln!(
+            s,
+            ". {}, {}.</p>",
+            plural(i.evidence_items, "evidence item", "evidence items"),
+            human_size(i.evidence_bytes)
+        );
         if !i.story.is_empty() {
             s.push_str("<table class=\"story\"><tbody>\n");
             for line in &i.story {
@@ -254,13 +259,13 @@ fn summary(s: &mut String, d: &Report) {
         };
         let _ = writeln!(
             s,
-            "<p class=\"person\"><b>{}</b>: {} action(s) {}: {}. From host {}, with {}.</p>",
+            "<p class=\"person\"><b>{}</b>: {} {}: {}. From host {}, with {}.</p>",
             esc(&p.who),
-            p.actions,
+            plural(p.actions, "action", "actions"),
             esc(&when),
             esc(&p.did.join(", ")),
             esc(&p.hosts.join(", ")),
-            esc(&p.tools.join("; "))
+            esc(&p.tool_versions.join(", "))
         );
     }
     s.push_str("<p class=\"legend\">How to read this report: values <span class=\"data\">in dotted boxes</span> come from the suspect's account or disk (tags, names, UserData, console text, CloudTrail fields, file paths). They are shown exactly as found, as inert text: control and direction-changing characters appear as escapes such as <span class=\"mono\">\\u{1b}</span>. Times are UTC; digests are written <span class=\"mono\">algorithm:hex</span>. Section 2 lists the findings with the evidence that shows each; section 3 every action in order; section 4 every evidence item with the commands that check it; section 5 how to verify the whole case independently.</p>\n</section>\n");

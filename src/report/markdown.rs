@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::model::{Containment, Report, VerificationStatus};
 use super::phrase::{Phrase, Span, quoted};
 use super::reverify::{self, plain};
-use super::timeline::{human_size, split_time};
+use super::timeline::{human_size, plural, split_time};
 use crate::text::{sanitize, sanitize_lines};
 
 /// A value as Markdown text: control and bidi characters shown as escapes, HTML
@@ -125,7 +125,11 @@ pub fn render(d: &Report) -> String {
         if let Some(st) = &i.state_at_capture {
             line.push_str(&format!(", {} when captured", md(&quoted(st))));
         }
-        line.push_str(&format!("; {} evidence item(s), {}.", i.evidence_items, human_size(i.evidence_bytes)));
+        line.push_str(&format!(
+            "; {}, {}.",
+            plural(i.evidence_items, "evidence item", "evidence items"),
+            human_size(i.evidence_bytes)
+        ));
         if let Some(l) = &i.launched_by {
             line.push_str(&format!(" It was {}.", phrase(l)));
         }
@@ -168,9 +172,9 @@ pub fn render(d: &Report) -> String {
         };
         let _ = writeln!(
             s,
-            "- **{}**: {} action(s) {}: {}. From host {}, with {}.",
+            "- **{}**: {} {}: {}. From host {}, with {}.",
             md(&p.who),
-            p.actions,
+            plural(p.actions, "action", "actions"),
             md(&when),
             md(&p.did.join(", ")),
             md(&p.hosts.join(", ")),

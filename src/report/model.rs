@@ -160,6 +160,9 @@ pub struct Person {
     /// What they did, in words, in the order first done.
     pub did: Vec<String>,
     pub hosts: Vec<String>,
+    /// `cleanroom 0.1.0`.
+    pub tool_versions: Vec<String>,
+    /// `cleanroom 0.1.0 (binary sha256:...)`.
     pub tools: Vec<String>,
 }
 
@@ -1147,6 +1150,7 @@ fn people_of(records: &[&CustodyRecord]) -> Vec<Person> {
                     last: r.time.clone(),
                     did: Vec::new(),
                     hosts: Vec::new(),
+                    tool_versions: Vec::new(),
                     tools: Vec::new(),
                 });
                 people.last_mut().expect("just pushed")
@@ -1162,6 +1166,7 @@ fn people_of(records: &[&CustodyRecord]) -> Vec<Person> {
         add(&mut p.principals, r.actor.principal_arn.clone());
         add(&mut p.did, did(r.action).to_owned());
         add(&mut p.hosts, r.host.hostname.clone());
+        add(&mut p.tool_versions, format!("{} {}", r.tool.name, r.tool.version));
         add(&mut p.tools, format!("{} {} (binary {})", r.tool.name, r.tool.version, r.tool.binary_sha256));
     }
     people

@@ -289,7 +289,12 @@ pub fn build_at(loaded: &LoadedCase, sources: &Sources, generated_at: String) ->
         }
         _ => "the evidence bucket's default Object Lock retention".into(),
     };
-    let location = format!("s3://{bucket}/{}", crate::evidence::layout::case_prefix(&loaded.case));
+    let prefix = crate::evidence::layout::case_prefix(&loaded.case);
+    let location = if cf.store.contains("://") && !cf.store.starts_with("s3://") {
+        format!("{}/{prefix}", cf.store.trim_end_matches('/'))
+    } else {
+        format!("s3://{bucket}/{prefix}")
+    };
     let summary =
         summary_of(&records, sources, &manifest, &findings, verification.as_ref(), &location, &retention);
     let mut report = Report {
@@ -900,11 +905,11 @@ fn summary_of(
     let released = instances.iter().filter(|i| i.containment == Containment::Released).count();
     if !instances.is_empty() {
         overview.push_text(format!(
-            "{} contained, and the containment checked afterwards{}{}. ",
-            if instances.len() == 1 {
-                if contained == 1 { "The instance was".to_owned() } else { "The instance was not".to_owned() }
-            } else {
-                format!("{contained} of the {} instances were", instances.len())
+            "{}{}{}. ",
+            match (instances.len(), contained) {
+                (1, 1) => "The instance was contained, and the containment checked afterwards".to_owned(),
+                (1, _) => "The instance was not contained by cleanroom".to_owned(),
+                (n, c) => format!("{c} of the {n} instances were contained, and the containment checked afterwards"),
             },
             if failed > 0 { format!("; containment FAILED for {failed}") } else { String::new() },
             if released > 0 { format!("; {released} released since") } else { String::new() },
@@ -945,7 +950,7 @@ fn summary_of(
         None => (
             VerificationStatus::NotVerified,
             Phrase::of(
-                "No verification has been recorded: treat this evidence as unverified until `cleanroom verify` is run.",
+                "No verification has been recorded: treat this evidence as unverified until cleanroom verify is run.",
             ),
         ),
         Some(v) => {
@@ -1054,6 +1059,40 @@ fn instance_summary(
             key: r.details.get("key").and_then(Value::as_str).map(str::to_owned),
         })
         .collect();
+    // The clean room, one line per volume examined, at the time its first result was stored.
+    let mut volumes: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for item in &items {
+        if let Some((volume, file)) = item.name.split_once('/') {
+            volumes.entry(volume).or_default().push(file);
+        }
+    }
+    for (volume, files) in volumes {
+        let done: Vec<&str> = [
+            ("image.json", "imaged"),
+            ("triage.json", "triaged with the Sleuth Kit"),
+            ("yara.json", "scanned with YARA"),
+        ]
+        .iter()
+        .filter(|(f, _)| files.contains(f))
+        .map(|(_, what)| *what)
+        .collect();
+        let first = records.iter().find(|r| {
+            r.action == Action::EvidenceStored
+                && r.details
+                    .get("item")
+                    .and_then(|i| i.get("name"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.starts_with(&format!("{volume}/")))
+                && r.subject == id
+        });
+        if let (false, Some(r)) = (done.is_empty(), first) {
+            let what = Phrase::of(format!(
+                "its volume {volume} was examined in the clean room: {} (findings in section 2)",
+                listed(done.iter().copied())
+            ));
+            story.push(line(r, what));
+        }
+    }
     // The hand-off in one line, at the time the last copy completed.
     let copies: Vec<&&CustodyRecord> = records
         .iter()

@@ -184,7 +184,7 @@ pub fn case_steps(d: &Report) -> Vec<Step> {
     match &key_arn {
         Some((arn, fingerprint)) => steps.push(step(
             format!(
-                "Get the signing key's public key from AWS KMS (not from the case: whoever can write the case could replace the copy in it) and check its fingerprint (expected {fingerprint}). Every `openssl` command below uses it.",
+                "Get the signing key's public key from AWS KMS (not from the case: whoever can write the case could replace the copy in it) and check its fingerprint (expected {fingerprint}). Every openssl command below uses it.",
             ),
             format!(
                 "aws kms get-public-key --key-id {} --query PublicKey --output text | base64 -d > signing-key.der\nopenssl pkey -pubin -inform DER -in signing-key.der -out {PUBLIC_KEY_FILE}\nsha256sum signing-key.der   # expected: {}",
@@ -209,7 +209,7 @@ pub fn case_steps(d: &Report) -> Vec<Step> {
     ));
     let prefix = sh(&format!("s3://{bucket}/{}", layout::case_prefix(&case)));
     steps.push(step(
-        "Download the whole case and let cleanroom (or your own script) re-check every digest, the custody chain and every record's signature offline: each custody record's `hash` is the SHA-256 of its RFC 8785 canonical JSON without the `hash` and `signature` fields, each `prev` is the previous record's `hash`, and each `signature` is an ECDSA P-256 signature over the canonical JSON {\"case\",\"hash\",\"purpose\":\"cleanroom.custody-record/1\",\"seq\"}.".into(),
+        "Download the whole case and let cleanroom (or your own script) re-check every digest, the custody chain and every record's signature offline: each custody record's \"hash\" is the SHA-256 of its RFC 8785 canonical JSON without the \"hash\" and \"signature\" fields, each \"prev\" is the previous record's \"hash\", and each \"signature\" is an ECDSA P-256 signature over the canonical JSON {\"case\",\"hash\",\"purpose\":\"cleanroom.custody-record/1\",\"seq\"}.".into(),
         format!(
             "aws s3 cp --recursive {prefix} {dir}\ncleanroom verify --case {c} --dir {dir}{key}",
             dir = sh(&format!("./{case}/")),

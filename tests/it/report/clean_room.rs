@@ -115,6 +115,19 @@ async fn clean_room_findings_show_path_inode_digest_and_their_evidence_and_print
     let image = findings.iter().find(|f| f["kind"] == "disk_image").expect("the disk image");
     assert!(image["title"].as_str().unwrap().contains("it matches"), "{image:#}");
     assert_eq!(image["process_problem"], false);
+    let story: Vec<&str> = json["summary"]["instances"][0]["story"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        story,
+        [format!(
+            "its volume {VOLUME} was examined in the clean room: imaged, triaged with the Sleuth Kit and scanned with YARA (findings in section 2)"
+        )],
+        "the first page tells it"
+    );
     let hostile = findings.iter().find(|f| f["inode"] == "99").unwrap();
     assert_eq!(hostile["path"], HOSTILE_PATH, "kept exactly as found");
 

@@ -1,5 +1,7 @@
 //! `cleanroom report`: owns the hand-off report. Writes it to stdout (or `--output`),
-//! stores it in the case under `report/`, and records `report_written`. Like every
+//! stores it in the case under `report/`, and records `report_written`. Besides the
+//! custody chain it reads the capture summaries and clean-room results the chain
+//! vouches for (`report::sources`). Like every
 //! writer, it refuses to extend (seal, record) a chain that does not verify. Every
 //! value in the report is escaped for its format (`report.rs`), so the document is
 //! also safe to print on a terminal.
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use crate::error::{Error, ExitKind, Result};
 use crate::evidence::{Action, CustodyEvent};
 use crate::ids::CaseId;
-use crate::report::{Format, build, render};
+use crate::report::{Format, build, render, sources};
 use crate::text::sanitize;
 
 use super::Context;
@@ -36,7 +38,12 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let case = crate::evidence::open_case(&aws, &config, &args.case, &examiner).await?;
     case.seal().await?;
     let loaded = crate::verify::load_case(case.store().as_ref(), &args.case).await?;
-    let text = render(&build(&loaded), args.format);
+    let items: Vec<_> = loaded.items().into_values().collect();
+    let read = sources::load(case.store().as_ref(), &items).await;
+    for problem in &read.problems {
+        tracing::warn!("{}", sanitize(problem));
+    }
+    let text = render(&build(&loaded, &read), args.format);
     let stored = case
         .store_report(args.format.extension(), text.clone().into_bytes(), args.format.content_type())
         .await?;

@@ -10,3 +10,4 @@ mod drill;
 mod evidence;
 mod preflight;
 mod privilege;
+mod report;

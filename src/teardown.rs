@@ -1,16 +1,16 @@
 //! Teardown: removes the analysis volumes and instances the case created, and nothing
 //! else. The journal says which resources the case created (a resource it found is
 //! never removed); each removal is a custody record with its request id. The evidence,
-//! the forensics snapshot copies and the case's records stay. Relay copies (the hand-off
-//! copies in member accounts) are removed only when asked, and only once the forensics
-//! copy made from them is complete.
+//! the forensics snapshot copies and the case's records stay, and so do the relay copies
+//! in member accounts (the member role may not delete snapshots: evidence is never
+//! destroyed by the tool; the README says how to remove them by hand once verified).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::cloud::{Accounts, CloudError, ErrorKind, Side, retry};
-use crate::ids::{AccountId, InstanceId, Region, SnapshotId, VolumeId};
+use crate::ids::{InstanceId, VolumeId};
 use crate::pipeline::custody::{Action, CustodySink, Event};
 use crate::pipeline::journal::{Entry, Fact, Journal, NewFact, ResourceKind};
 use crate::pipeline::{MAX_POLL, Stage};
@@ -32,8 +32,6 @@ pub struct Removed {
 #[derive(Debug, Default, Serialize)]
 pub struct Outcome {
     pub removed: Vec<Removed>,
-    /// Relay copies kept: their forensics copy is not complete.
-    pub kept: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -124,12 +122,11 @@ async fn remove_instance(side: &Side, id: &InstanceId) -> Result<(bool, Option<S
     }
 }
 
-/// Removes what the case created for analysis (and relay copies when `relay_copies`).
+/// Removes what the case created for analysis.
 pub async fn teardown(
     accounts: &dyn Accounts,
     journal: &Journal,
     custody: &dyn CustodySink,
-    relay_copies: bool,
     first_poll: Duration,
     reporter: &dyn Reporter,
 ) -> Outcome {
@@ -174,48 +171,6 @@ pub async fn teardown(
                 Err(err) => out.errors.push(format!("{}: {err}", e.id)),
             },
             Err(err) => out.errors.push(format!("instance {}: {err}", e.id)),
-        }
-    }
-    if relay_copies {
-        let completed: Vec<String> = journal
-            .facts()
-            .await
-            .into_iter()
-            .filter(|f| f.kind == ResourceKind::ForensicsCopy && f.fact == Fact::Completed)
-            .filter_map(|f| f.details.get("source_snapshot").and_then(|v| v.as_str()).map(str::to_owned))
-            .collect();
-        for e in journal.created(ResourceKind::RelayCopy, None).await {
-            let source =
-                e.details.get("source_snapshot").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            if !completed.contains(&source) {
-                out.kept.push(format!("{} (its forensics copy of {source} is not complete)", e.id));
-                continue;
-            }
-            let (Ok(account), Ok(region), Ok(id)) =
-                (e.account.parse::<AccountId>(), e.region.parse::<Region>(), e.id.parse::<SnapshotId>())
-            else {
-                continue;
-            };
-            let side = match accounts.member(&account, &region).await {
-                Ok(s) => s,
-                Err(err) => {
-                    out.errors.push(format!("relay copy {}: {err}", e.id));
-                    continue;
-                }
-            };
-            match retry(|| side.cloud.delete_snapshot(&id)).await {
-                Ok(c) => match record(journal, custody, &side, &e, c.request_id, true).await {
-                    Ok(()) => out.removed.push(Removed {
-                        kind: e.kind,
-                        id: e.id.clone(),
-                        account: e.account.clone(),
-                        region: e.region.clone(),
-                        removed_now: true,
-                    }),
-                    Err(err) => out.errors.push(format!("{}: {err}", e.id)),
-                },
-                Err(err) => out.errors.push(format!("relay copy {}: {err}", e.id)),
-            }
         }
     }
     out

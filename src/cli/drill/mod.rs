@@ -4,14 +4,17 @@
 //! is this same binary in a child process with the lab's environment, so the rehearsal
 //! exercises exactly what a real response runs.
 
+mod outcome;
+mod steps;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use crate::error::{Error, ExitKind, Result};
 use crate::ids::{AccountId, BucketName, CaseId, Region};
 use crate::lab::{Lab, LabOptions, scenario, seed};
 
+use self::steps::{Step, Work};
 use super::Context;
 
 /// The lab region of the drill.
@@ -36,24 +39,6 @@ pub struct Args {
     /// Where the drill writes its configuration, logs and the case report.
     #[arg(long, default_value = "drill-out")]
     pub out: PathBuf,
-}
-
-struct Step {
-    title: &'static str,
-    work: Work,
-}
-
-enum Work {
-    /// `cleanroom <args>` as a child process with the lab's environment.
-    Run(Vec<String>),
-    /// Download the case folder from the evidence bucket.
-    Download,
-}
-
-impl Step {
-    fn run(title: &'static str, args: &[&str]) -> Self {
-        Self { title, work: Work::Run(args.iter().map(|a| a.to_string()).collect()) }
-    }
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
@@ -107,33 +92,52 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     ctx.reporter.done(
         "seed",
         &format!(
-            "suspect {} in account {} (miner in UserData, cron job, backdoor key)",
+            "suspect {} in account {} (miner in UserData and on its disk, cron job, backdoor key, a deleted dropper)",
             suspect.instance, member
         ),
     );
 
     let case_s = case.to_string();
+    let report_file = |format: &str| out.join(format!("report.{format}")).to_string_lossy().into_owned();
     let report = |format: &str| {
-        let file = out.join(format!("report.{format}")).to_string_lossy().into_owned();
         Step::run(
-            if format == "html" { "report for legal" } else { "report for the case file" },
-            &["report", "--case", &case_s, "--format", format, "--output", &file],
+            match format {
+                "html" => "report for legal",
+                "md" => "report for the case file",
+                _ => "report for tools",
+            },
+            &["report", "--case", &case_s, "--format", format, "--output", &report_file(format)],
         )
     };
     let folder = out.join(format!("{case}-download"));
+    let arn = suspect.arn();
     let steps = [
-        Step::run("preflight", &["preflight", "--account", member.as_str()]),
-        Step::run("contain the suspect", &["isolate", &suspect.arn(), "--case", &case_s]),
-        Step::run("verify the evidence (and sign a checkpoint)", &["verify", "--case", &case_s]),
+        Step::run(
+            "preflight: can cleanroom do its job in both accounts?",
+            &["preflight", "--account", member.as_str()],
+        ),
+        Step::expecting(
+            "acquire: capture, protect, snapshot, isolate, hand off, examine in the clean room, seal",
+            &["acquire", &arn, "--case", &case_s],
+            0,
+            &["xmrig", "authorized_key"],
+        ),
+        Step::expecting(
+            "verify the evidence (and sign a checkpoint)",
+            &["verify", "--case", &case_s],
+            0,
+            &["VERIFIED"],
+        ),
         report("html"),
         report("md"),
+        report("json"),
         Step::run("verify again: the checkpoint and the reports", &["verify", "--case", &case_s]),
         Step {
-            title: "download the case as a third party would (aws s3 cp --recursive)",
-            work: Work::Download,
+            title: "download the case as a third party would (aws s3 cp --recursive)".into(),
+            work: Work::Download { into: folder.clone() },
         },
-        Step::run(
-            "verify the downloaded copy offline",
+        Step::expecting(
+            "verify the downloaded copy offline, with the public key given out of band",
             &[
                 "verify",
                 "--case",
@@ -143,6 +147,20 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
                 "--public-key",
                 &key_path.to_string_lossy(),
             ],
+            0,
+            &["VERIFIED"],
+        ),
+        Step::expecting(
+            "teardown: remove the clean room (the evidence stays)",
+            &["teardown", "--case", &case_s],
+            0,
+            &["removed"],
+        ),
+        Step::expecting(
+            "release without approval is refused (the instance stays isolated)",
+            &["release", &arn, "--case", &case_s],
+            2,
+            &["--yes"],
         ),
         Step::run("list cases", &["cases"]),
     ];
@@ -151,109 +169,71 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let mut failures = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
+        let step_started = Instant::now();
         let outcome = match &step.work {
-            Work::Run(args) => {
+            Work::Run { args, expect, shows } => {
                 println!(
                     "\n## {n}. {}\n$ cleanroom --config {} {}",
                     step.title,
                     display(&config_path),
                     args.join(" ")
                 );
-                run_step(&exe, &config_path, args, &lab, &out.join(format!("{n:02}-{}.log", args[0])))
+                let log = out.join(format!("{n:02}-{}.log", args[0]));
+                steps::run_cleanroom(&exe, &config_path, (args, *expect, shows), &lab, REGION, &log)
             }
-            Work::Download => {
+            Work::Download { into } => {
                 println!("\n## {n}. {}", step.title);
                 let clients = lab.clients(&forensics, &region);
-                download_case(&clients.s3, &bucket, &case, &folder).await.map(|count| {
-                    println!("{count} objects of s3://{bucket}/cases/{case}/ saved in {}", display(&folder));
+                steps::download_case(&clients.s3, &bucket, &case, into).await.map(|(count, bytes)| {
+                    println!(
+                        "{count} objects ({}) of s3://{bucket}/cases/{case}/ saved in {}",
+                        crate::report::timeline::human_size(bytes),
+                        display(into)
+                    );
                 })
             }
         };
+        println!("({:.1} s)", step_started.elapsed().as_secs_f64());
         if let Err(problem) = outcome {
             println!("!! step failed: {problem}");
             failures.push(format!("{} ({problem})", step.title));
         }
     }
 
+    // The findings the incident planted must reach the report, each with its digest.
+    let expected = outcome::CRYPTOMINING;
+    let report_json = std::fs::read(report_file("json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let html = std::fs::read_to_string(report_file("html")).unwrap_or_default();
+    match &report_json {
+        Some(r) => {
+            for problem in outcome::missing_findings(r, &html, expected) {
+                println!("!! finding missing: {problem}");
+                failures.push(format!("finding ({problem})"));
+            }
+            println!(
+                "\n## summary\n{}",
+                outcome::summary(r, &report_file("html"), &display(&key_path), expected)
+            );
+        }
+        None => {
+            failures.push("the JSON report could not be read: nothing to check the findings against".into())
+        }
+    }
+
     println!(
-        "\n## drill {case} finished in {:.1} s: {} of {} steps succeeded\nconfiguration, logs and report: {}",
+        "## drill {case} finished in {:.1} s: {} of {} steps succeeded\nconfiguration, logs and reports: {}",
         started.elapsed().as_secs_f64(),
-        steps.len() - failures.len(),
+        steps.len() - failures.iter().filter(|f| !f.starts_with("finding")).count().min(steps.len()),
         steps.len(),
         display(&out)
     );
     if failures.is_empty() {
         Ok(ExitKind::Done)
     } else {
-        Err(Error::failed(format!("drill steps failed: {}", failures.join(", "))))
+        Err(Error::failed(format!("drill failed: {}", failures.join("; "))))
     }
-}
-
-/// Runs `cleanroom --config <config> <args>` against the lab, echoes its stdout, keeps
-/// both streams in `log`; `Err` names the exit code.
-fn run_step(
-    exe: &Path,
-    config: &Path,
-    args: &[String],
-    lab: &Lab,
-    log: &Path,
-) -> std::result::Result<(), String> {
-    let output = Command::new(exe)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .envs(lab.env(REGION))
-        .output()
-        .map_err(|e| format!("cannot run: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    print!("{stdout}");
-    std::fs::write(log, format!("{stdout}\n--- stderr\n{stderr}"))
-        .map_err(|e| format!("cannot write {}: {e}", log.display()))?;
-    match output.status.code() {
-        Some(0) => Ok(()),
-        code => {
-            eprintln!("{stderr}");
-            Err(format!("exit code {}, log {}", code.map_or("none".into(), |c| c.to_string()), log.display()))
-        }
-    }
-}
-
-/// Saves every object of the case, latest versions, as `aws s3 cp --recursive` would.
-async fn download_case(
-    s3: &aws_sdk_s3::Client,
-    bucket: &BucketName,
-    case: &CaseId,
-    folder: &Path,
-) -> std::result::Result<usize, String> {
-    let prefix = format!("cases/{case}/");
-    let mut count = 0;
-    let mut pages = s3.list_objects_v2().bucket(bucket.as_str()).prefix(&prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| format!("ListObjectsV2: {e:?}"))?;
-        for object in page.contents() {
-            let key = object.key().ok_or("object without a key")?;
-            let rel = key.strip_prefix(&prefix).ok_or("key outside the case")?;
-            let path = folder.join(rel);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            }
-            let body = s3
-                .get_object()
-                .bucket(bucket.as_str())
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| format!("GetObject {key}: {e:?}"))?
-                .body
-                .collect()
-                .await
-                .map_err(|e| format!("GetObject {key}: {e}"))?;
-            std::fs::write(&path, body.into_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
-            count += 1;
-        }
-    }
-    Ok(count)
 }
 
 fn display(path: &Path) -> String {

@@ -592,3 +592,42 @@ def test_racing_conditional_writers_exactly_one_wins(lab):
     for t in threads:
         t.join(60)
     assert sorted(results) == ["PreconditionFailed"] * (writers - 1) + ["won"]
+
+
+def test_listing_versions_does_not_copy_object_bodies(monkeypatch):
+    """Stock deep-copied every body of the bucket per ListObjectVersions (27 s and tens of
+    GB of temp files with two 1 GiB disk images); the patch lists without reading them."""
+    import copy as copy_module
+
+    from moto.s3.models import FakeKey, S3Backend
+
+    from labext import s3_integrity
+
+    monkeypatch.setattr(FakeKey, "__deepcopy__", s3_integrity._key_deepcopy, raising=False)
+    monkeypatch.setattr(S3Backend, "list_object_versions",
+                        s3_integrity._wrap_list_object_versions(S3Backend.list_object_versions))
+    backend = S3Backend("eu-west-1", DEFAULT_ACCOUNT)
+    backend.create_bucket("versions", "eu-west-1")
+    backend.put_bucket_versioning("versions", "Enabled")
+    backend.put_object("versions", "cases/C/evidence/image.raw", b"x" * 4096)
+    backend.put_object("versions", "cases/C/custody/1.json", b"one")
+    backend.put_object("versions", "cases/C/custody/1.json", b"one again")
+
+    reads = []
+    real_getstate = FakeKey.__getstate__
+    monkeypatch.setattr(FakeKey, "__getstate__", lambda self: reads.append(self.name) or real_getstate(self))
+    versions, _, _, _, _ = backend.list_object_versions("versions", prefix="cases/C/custody/")
+    assert reads == [], "a listing read object bodies"
+    assert [(v.name, v.is_latest) for v in versions] == [
+        ("cases/C/custody/1.json", True), ("cases/C/custody/1.json", False)]
+    assert sorted(v.value for v in versions) == [b"one", b"one again"]
+    # The listed copies share the stored bodies, and dropping them must not close those.
+    del versions
+    import gc
+    gc.collect()
+    assert backend.get_object("versions", "cases/C/custody/1.json").value == b"one again"
+
+    # Outside a listing a deep copy is stock: its own body.
+    key = backend.get_object("versions", "cases/C/evidence/image.raw")
+    twin = copy_module.deepcopy(key)
+    assert twin.value == key.value and twin._value_buffer is not key._value_buffer

@@ -837,10 +837,18 @@ fn summary_of(
     location: &str,
     retention: &str,
 ) -> CaseSummary {
-    // Instances: those captured, and any a record names as its subject.
+    // Instances: those captured, and any a record names as its subject, except the
+    // clean room's own analysis instances (the forensics account's, not a suspect).
     let mut order: Vec<String> = Vec::new();
     let mut where_: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let of_clean_room =
+        |r: &CustodyRecord| matches!(r.action, Action::AnalysisInstanceLaunched | Action::ResourceRemoved);
+    let analysis: Vec<&str> =
+        records.iter().filter(|r| of_clean_room(r)).map(|r| r.subject.as_str()).collect();
     for r in records {
+        if analysis.contains(&r.subject.as_str()) {
+            continue;
+        }
         if let Some(arn) = parse_arn(&r.subject)
             && let Some(id) = arn.resource.strip_prefix("instance/")
             && !order.iter().any(|o| o == id)
@@ -1397,6 +1405,21 @@ mod tests {
         assert_eq!(who, ["Jane Doe (role CleanroomForensics)", "Ada Examiner (role CleanroomForensics)"]);
         assert_eq!(s.people[0].actions, 5);
         assert!(s.preserved.plain().contains("under Object Lock COMPLIANCE mode, 30 days from each write"));
+    }
+
+    #[test]
+    fn the_clean_rooms_analysis_instance_is_not_among_the_suspects() {
+        let mut case = fixtures::case();
+        let analysis = "arn:aws:ec2:eu-west-1:111122223333:instance/i-0aaaaaaaaaaaaaaa1";
+        for (seq, action) in [(7, Action::AnalysisInstanceLaunched), (8, Action::ResourceRemoved)] {
+            let mut loaded = case.records[0].clone();
+            loaded.seq = seq;
+            loaded.record = Some(fixtures::record(seq, action, analysis, serde_json::json!({})));
+            case.records.push(loaded);
+        }
+        let r = build_at(&case, &Sources::default(), "t".into());
+        let ids: Vec<&str> = r.summary.instances.iter().map(|i| i.instance.as_str()).collect();
+        assert_eq!(ids, [INSTANCE]);
     }
 
     #[test]

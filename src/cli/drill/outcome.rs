@@ -102,9 +102,11 @@ pub fn summary(report: &Value, report_path: &str, key_path: &str, expected: &[Ex
         }
     }
     out.push_str(&format!(
-        "report for legal: {report_path}\nnext: hand the report and the signing public key ({key_path}) to counsel; \
-         examine the evidence offline (`cleanroom verify --dir ... --public-key ...` first); \
-         the instance stays isolated until `cleanroom release --yes`, approved by the incident commander\n"
+        "report for legal: {report_path}\n\
+         next:\n  \
+         - hand the report and the signing public key ({key_path}) to counsel\n  \
+         - examine the evidence offline: `cleanroom verify --dir ... --public-key ...` first\n  \
+         - the instance stays isolated until the incident commander approves `cleanroom release --yes`\n"
     ));
     out
 }

@@ -194,15 +194,26 @@ pub async fn resolve(
             launched_by(accounts, account, default_region, Lookup::Username(name.clone()), name).await?,
         );
     }
+    // A key belongs to one account, so searching it in several (--account, repeated)
+    // finds nothing in the others: only a credential that launched nothing anywhere
+    // searched is bad input.
     for s in &searches {
-        if s.launches.is_empty() {
+        if searches.iter().filter(|o| o.credential == s.credential).all(|o| o.launches.is_empty()) {
+            let accounts: Vec<String> = searches
+                .iter()
+                .filter(|o| o.credential == s.credential)
+                .map(|o| o.account.to_string())
+                .collect();
             return Err(Error::refused(format!(
                 "CloudTrail shows no instance launched by {} in account {} (regions searched: {})",
                 s.credential,
-                s.account,
+                accounts.join(", "),
                 s.regions.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
+    }
+    searches.retain(|s| !s.launches.is_empty());
+    for s in &searches {
         for (region, id, _) in &s.launches {
             refs.push(InstanceRef {
                 id: id.clone(),

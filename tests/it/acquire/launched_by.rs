@@ -347,3 +347,32 @@ async fn key_that_launched_nothing_is_bad_input_and_makes_nothing() {
         w.nothing_made(&case, &before).await;
     }
 }
+
+#[tokio::test]
+async fn key_searched_in_several_accounts_is_found_in_its_own_and_the_others_are_left_alone() {
+    let w = Incident::seed(2).await;
+    let (a, b) = (&w.members[0], &w.members[1]);
+    let others: Vec<Placed> = [&b.attacker[..], &a.bystanders[..], &b.bystanders[..]].concat();
+    let others_before = seen_all(&others).await;
+    let case = "IR-ACCOUNTS-1";
+    // B first: a search that finds nothing there must not end the search.
+    let run = w.f.cleanroom(&[
+        "--json",
+        "acquire",
+        "--launched-by-key",
+        &a.access_key,
+        "--account",
+        b.account.as_str(),
+        "--account",
+        a.account.as_str(),
+        "--case",
+        case,
+        "--no-analysis",
+    ]);
+    run.success();
+    assert_eq!(acquired(&run), ids(&a.attacker));
+    for p in &a.attacker {
+        assert_preserved(case, p, &seen(p).await, w.copies_of(case, p).await);
+    }
+    assert_eq!(seen_all(&others).await, others_before, "B's instances (another key) are untouched");
+}

@@ -24,8 +24,9 @@ pub const OWNER_USER: &str = "ops-deploy";
 pub const OWNER_IP: &str = "192.0.2.10";
 /// The group the attacker made and opened to the world on port 22.
 pub const ATTACKER_GROUP: &str = "launch-wizard-1";
-/// Instances the attacker launched in each region, in order: one RunInstances call per
-/// region (the first region's call launches two instances in one event).
+/// Instances the attacker launched and left running in each region, in order: one
+/// RunInstances call per region (the first region's call launches two instances in one
+/// event); in the last region a probe before it, terminated since.
 pub const ATTACKER_COUNTS: [i32; 2] = [2, 1];
 
 /// The attacker's launch script (CloudTrail records it as `<sensitiveDataRemoved>`).
@@ -65,6 +66,9 @@ pub struct Launched {
     pub attacker: Vec<Placed>,
     /// The owner's instances (one per region), launched with another user's key.
     pub bystanders: Vec<Placed>,
+    /// The attacker's first try in the last region, launched with the key and then
+    /// terminated: in CloudTrail, nothing left to preserve.
+    pub terminated: Vec<Placed>,
     /// (region, group id) of the group the attacker opened on port 22 to 0.0.0.0/0.
     pub open_groups: Vec<(Region, String)>,
 }
@@ -114,6 +118,7 @@ pub async fn unauthorized_launch(
         access_key: attacker_key.clone(),
         attacker: vec![],
         bystanders: vec![],
+        terminated: vec![],
         open_groups: vec![],
     };
     for (region, count) in regions.iter().zip(ATTACKER_COUNTS) {
@@ -155,6 +160,19 @@ pub async fn unauthorized_launch(
             .await
             .map_err(fail("open SSH to the world"))?;
         launched.open_groups.push((region.clone(), open.clone()));
+        if Some(region) == regions.last() {
+            // A probe that the attacker threw away before launching the real worker.
+            let probe = launch(&attacker, account, region, &ami, &open, 1, None, "probe").await?;
+            let ids: Vec<String> = probe.iter().map(|p| p.instance.to_string()).collect();
+            attacker
+                .ec2
+                .terminate_instances()
+                .set_instance_ids(Some(ids))
+                .send()
+                .await
+                .map_err(fail("terminate the probe"))?;
+            launched.terminated.extend(probe);
+        }
         let userdata = base64::engine::general_purpose::STANDARD.encode(LAUNCH_USERDATA);
         let theirs = launch(&attacker, account, region, &ami, &open, count, Some(userdata), "worker").await?;
         launched.attacker.extend(theirs);

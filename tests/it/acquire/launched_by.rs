@@ -257,6 +257,10 @@ async fn unauthorized_launch_every_instance_the_key_launched_is_preserved_in_bot
         let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
         assert_eq!(summary["trail"]["launched_by"]["access_key_id"], l.access_key.as_str(), "{summary:#}");
     }
+    // The probe it terminated is reported as gone, not refused and not acquired.
+    let gone: Vec<String> =
+        launches["gone"].as_array().unwrap().iter().map(|g| g[1].as_str().unwrap().to_owned()).collect();
+    assert_eq!(gone, [l.terminated[0].instance.to_string()], "{launches:#}");
     let subject = format!("launched-by-{}", l.access_key);
     let trail = w.item(case, &l.account, &subject, "launches.json").await;
     for p in &l.attacker {

@@ -130,11 +130,14 @@ string_id!(
 string_id!(
     /// A case id: it becomes part of S3 keys and resource tags, so it is kept to a
     /// conservative alphabet.
-    CaseId, kind = "case id", form = "1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. IR-2026-0042",
+    CaseId, kind = "case id", form = "1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit, no '..', e.g. IR-2026-0042",
+    // No "..": the id names local folders and S3 prefixes, and tools that copy a case
+    // out of S3 treat a ".." anywhere in a key as suspicious (or as a step up).
     valid = |s| {
         (1..=64).contains(&s.len())
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !s.contains("..")
     }
 );
 string_id!(
@@ -383,7 +386,7 @@ mod tests {
     #[test]
     fn case_ids_are_safe_for_keys_and_tags() {
         assert!("IR-2026-0042".parse::<CaseId>().is_ok());
-        for bad in ["", "-lead", "a/b", "a b", "../x", &"x".repeat(65)] {
+        for bad in ["", "-lead", "a/b", "a b", "../x", "IR..1", "IR-1..", &"x".repeat(65)] {
             assert!(bad.parse::<CaseId>().is_err(), "{bad}");
         }
     }

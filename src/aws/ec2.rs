@@ -812,10 +812,8 @@ impl Ec2 for AccountClients {
             .send()
             .await
             .map_err(CloudError::of("ec2", "DescribeRegions"))?;
-        let mut regions: Vec<Region> =
-            out.regions().iter().filter_map(|r| r.region_name()).filter_map(|n| n.parse().ok()).collect();
-        regions.sort();
-        Ok(regions)
+        let listed = out.regions().iter().filter_map(|r| Some((r.region_name()?, r.opt_in_status())));
+        Ok(enabled_in_partition(listed, &self.region.partition()))
     }
 
     async fn subnet_zone(&self, subnet: &crate::ids::SubnetId) -> CloudResult<Option<String>> {
@@ -1004,6 +1002,26 @@ fn associations(
         .collect()
 }
 
+/// The regions of `listed` (name, OptInStatus) that are enabled and in `partition`.
+/// AWS answers `AllRegions=false` with the enabled regions of the caller's partition
+/// only; the lab (moto) lists every region it knows, opt-in regions as `not-opted-in`
+/// and GovCloud and China as `opt-in-not-required`, and searching those would cost a
+/// call each for nothing. A region without a status is kept: searching one region too
+/// many is cheaper than missing the attacker's.
+fn enabled_in_partition<'a>(
+    listed: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    partition: &crate::ids::Partition,
+) -> Vec<Region> {
+    let mut regions: Vec<Region> = listed
+        .filter(|(_, status)| status.is_none_or(|s| s == "opt-in-not-required" || s == "opted-in"))
+        .filter_map(|(name, _)| name.parse::<Region>().ok())
+        .filter(|r| &r.partition() == partition)
+        .collect();
+    regions.sort();
+    regions.dedup();
+    regions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1075,5 +1093,28 @@ mod tests {
             (Some(60), Some(60), Some(30))
         );
         assert_eq!(req.as_input().get_groups(), &None, "groups are left alone");
+    }
+    #[test]
+    fn only_enabled_regions_of_the_callers_partition_are_searched() {
+        let listed = [
+            ("eu-west-1", Some("opt-in-not-required")),
+            ("us-east-1", Some("opt-in-not-required")),
+            ("ap-east-1", Some("not-opted-in")),
+            ("me-south-1", Some("opted-in")),
+            ("us-gov-west-1", Some("opt-in-not-required")),
+            ("cn-north-1", Some("opt-in-not-required")),
+            ("eu-south-2", None),
+            ("not a region", Some("opt-in-not-required")),
+        ];
+        let names = |p: &str| {
+            let partition = p.parse::<Region>().unwrap().partition();
+            enabled_in_partition(listed.iter().copied(), &partition)
+                .into_iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("eu-west-1"), ["eu-south-2", "eu-west-1", "me-south-1", "us-east-1"]);
+        assert_eq!(names("cn-northwest-1"), ["cn-north-1"]);
+        assert_eq!(names("us-gov-east-1"), ["us-gov-west-1"]);
     }
 }

@@ -17,6 +17,10 @@ use crate::pipeline::{Target, TargetState};
 const HISTORY_DAYS: i64 = 90;
 /// Launch events read per credential and region.
 const LAUNCH_EVENT_LIMIT: usize = 5000;
+/// Regions searched at once. LookupEvents allows 2 calls a second per account and region
+/// (CloudTrail quotas), so regions may run side by side; 8 keeps a search of the ~30
+/// regions of an account to a few rounds without opening dozens of connections at once.
+const REGION_SEARCH_CONCURRENCY: usize = 8;
 
 /// How the user named the instances.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -109,16 +113,17 @@ async fn launched_by(
         .map_err(|e| Error::failed(format!("listing the regions of account {account}: {e}")))?;
     let end = OffsetDateTime::now_utc();
     let start = end - time::Duration::days(HISTORY_DAYS);
-    let searches = regions.iter().map(|r| {
+    let searched = crate::pipeline::fleet::each(regions.iter().collect(), REGION_SEARCH_CONCURRENCY, |r| {
         let lookup = lookup.clone();
         async move {
             let side = accounts.member(account, r).await?;
             let found = retry(|| side.cloud.lookup_events(&lookup, start, end, LAUNCH_EVENT_LIMIT)).await?;
             Ok::<_, crate::cloud::CloudError>((r.clone(), found.events))
         }
-    });
+    })
+    .await;
     let mut launches = Vec::new();
-    for r in futures::future::join_all(searches).await {
+    for r in searched {
         let (region, events) = r.map_err(|e| {
             Error::failed(format!("searching CloudTrail for {label} in account {account}: {e}"))
         })?;
@@ -189,15 +194,26 @@ pub async fn resolve(
             launched_by(accounts, account, default_region, Lookup::Username(name.clone()), name).await?,
         );
     }
+    // A key belongs to one account, so searching it in several (--account, repeated)
+    // finds nothing in the others: only a credential that launched nothing anywhere
+    // searched is bad input.
     for s in &searches {
-        if s.launches.is_empty() {
+        if searches.iter().filter(|o| o.credential == s.credential).all(|o| o.launches.is_empty()) {
+            let accounts: Vec<String> = searches
+                .iter()
+                .filter(|o| o.credential == s.credential)
+                .map(|o| o.account.to_string())
+                .collect();
             return Err(Error::refused(format!(
                 "CloudTrail shows no instance launched by {} in account {} (regions searched: {})",
                 s.credential,
-                s.account,
+                accounts.join(", "),
                 s.regions.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
             )));
         }
+    }
+    searches.retain(|s| !s.launches.is_empty());
+    for s in &searches {
         for (region, id, _) in &s.launches {
             refs.push(InstanceRef {
                 id: id.clone(),

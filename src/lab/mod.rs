@@ -19,6 +19,7 @@ use crate::ids::{AccountId, Region};
 
 pub mod scenario;
 pub mod seed;
+pub mod unauthorized;
 
 /// The lab's cold bootstrap (a new venv) downloads and installs about 60 packages.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(600);

@@ -4,3 +4,4 @@
 
 mod fake;
 mod lab;
+mod launched_by;

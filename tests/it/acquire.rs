@@ -2,5 +2,6 @@
 //! in-memory fake world (a crash after every call, throttling) and against the lab
 //! (the binary, end to end).
 
+mod clean_room;
 mod fake;
 mod lab;

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cloud::{Accounts, CloudError, ErrorKind, Side, retry};
+use crate::analyze::{PURPOSE_ANALYSIS, TAG_CLIENT_TOKEN};
+use crate::cloud::{Accounts, CloudError, ErrorKind, Side, TAG_CASE, TAG_PURPOSE, retry};
 use crate::ids::{InstanceId, VolumeId};
 use crate::pipeline::custody::{Action, CustodySink, Event};
 use crate::pipeline::journal::{Entry, Fact, Journal, NewFact, ResourceKind};
 use crate::pipeline::{MAX_POLL, Stage};
 use crate::progress::Reporter;
+use crate::snapshot::TAG_SOURCE_SNAPSHOT;
 
 /// Longest wait for a volume to detach.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(600);
@@ -122,6 +124,77 @@ async fn remove_instance(side: &Side, id: &InstanceId) -> Result<(bool, Option<S
     }
 }
 
+/// Creates whose answer was lost (an `Asked` fact and no resource journaled for it: the
+/// process was killed, or the response never came back). If AWS made the resource, it
+/// carries the case's tags (an instance also its client token); it is journaled
+/// `Recovered`, so it is removed below like any other the case made. Only tags the case
+/// set at creation are searched: nothing the case did not make is ever found.
+async fn recover_lost_creates(journal: &Journal, side: &Side, out: &mut Outcome) {
+    let facts = journal.facts().await;
+    let mut known: std::collections::HashSet<String> =
+        facts.iter().filter(|f| f.fact != Fact::Asked).map(|f| f.id.clone()).collect();
+    for asked in facts.iter().filter(|f| f.fact == Fact::Asked) {
+        let case = (TAG_CASE.to_owned(), asked.case.clone());
+        let found: Result<Vec<String>, CloudError> = match asked.kind {
+            ResourceKind::AnalysisInstance => {
+                let Some(token) = asked.details.get("client_token").and_then(|v| v.as_str()) else {
+                    continue;
+                };
+                let wanted = [case, (TAG_CLIENT_TOKEN.to_owned(), token.to_owned())];
+                retry(|| side.cloud.find_instances(&wanted))
+                    .await
+                    .map(|ids| ids.into_iter().map(|i| i.to_string()).collect())
+            }
+            ResourceKind::AnalysisVolume => {
+                let Some(snapshot) = asked.id.strip_prefix("from-") else { continue };
+                let wanted = [
+                    case,
+                    (TAG_PURPOSE.to_owned(), PURPOSE_ANALYSIS.to_owned()),
+                    (TAG_SOURCE_SNAPSHOT.to_owned(), snapshot.to_owned()),
+                ];
+                retry(|| side.cloud.find_volumes(&wanted))
+                    .await
+                    .map(|vs| vs.into_iter().map(|v| v.id.to_string()).collect())
+            }
+            _ => continue,
+        };
+        let ids = match found {
+            Ok(ids) => ids,
+            Err(e) => {
+                out.errors.push(format!("looking for the {:?} asked as {}: {e}", asked.kind, asked.id));
+                continue;
+            }
+        };
+        for id in ids {
+            if !known.insert(id.clone()) {
+                continue;
+            }
+            let mut details = serde_json::json!({
+                "recovered_by": "teardown: the case's tags (the answer to the create was lost)",
+                "asked_as": asked.id,
+            });
+            if let Some(snapshot) = asked.id.strip_prefix("from-") {
+                details["forensics_snapshot"] = serde_json::json!(snapshot);
+            }
+            let written = journal
+                .write(NewFact {
+                    stage: Stage::Analyze,
+                    fact: Fact::Recovered,
+                    kind: asked.kind,
+                    id: id.clone(),
+                    account: asked.account.clone(),
+                    region: asked.region.clone(),
+                    subject: asked.subject.clone(),
+                    details,
+                })
+                .await;
+            if let Err(e) = written {
+                out.errors.push(format!("{id}: {e}"));
+            }
+        }
+    }
+}
+
 /// Removes what the case created for analysis.
 pub async fn teardown(
     accounts: &dyn Accounts,
@@ -138,6 +211,7 @@ pub async fn teardown(
             return out;
         }
     };
+    recover_lost_creates(journal, &forensics, &mut out).await;
     // Volumes first (detached, then deleted), then the instances they were on.
     for e in journal.created(ResourceKind::AnalysisVolume, None).await {
         reporter.step(&e.id, "removing the analysis volume");

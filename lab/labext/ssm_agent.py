@@ -11,6 +11,10 @@ ListCommandInvocations, CancelCommand or DescribeInstanceInformation. Here:
   then wait for delivery and end DeliveryTimedOut after TimeoutSeconds).
   ``GET /_lab/ssm/commands/{command_id}`` shows the agent's view (sandbox paths, exit codes,
   S3 upload errors) for debugging.
+  ``POST /_lab/ssm/step-failures`` {"document": NAME, "exit_code": N, "stderr": TEXT,
+  "step": NAME?, "times": N|null} makes the next matching step of that document (in the
+  account and region) print TEXT on stderr and exit N instead of running its script: a
+  collection document failing on the instance, on demand. ``GET`` lists, ``DELETE`` clears.
 * DescribeInstanceInformation lists managed instances (Filters / InstanceInformationFilterList
   on InstanceIds, PingStatus, PlatformTypes, ResourceType; MaxResults 5..50, default 10;
   NextToken).
@@ -59,6 +63,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -136,6 +141,7 @@ _root: Path | None = None
 _slots = threading.BoundedSemaphore(LAB_PARALLEL)
 _generation = 0  # bumped by reset(): workers of an older generation stop quietly
 _installed = False
+_step_failures: list[dict[str, Any]] = []  # POST /_lab/ssm/step-failures, oldest first
 
 
 def _now() -> datetime:
@@ -624,6 +630,10 @@ def _run_step(inv: Invocation, plugin: Plugin, sandbox: Path, env: dict[str, str
     inputs = _substitute(step.inputs, c.steps_params)
     lines = inputs.get("runCommand") or []
     lines = lines if isinstance(lines, list) else [lines]
+    failure = _take_step_failure(c, step)
+    if failure is not None:
+        lines = [f"printf '%s\\n' {shlex.quote(failure['stderr'])} >&2",
+                 f"exit {failure['exit_code']}"]
     try:
         timeout = int(str(inputs.get("timeoutSeconds") or DEFAULT_EXECUTION_TIMEOUT))
     except ValueError:
@@ -1338,6 +1348,60 @@ def command_debug(req: Any):
     }
 
 
+def _take_step_failure(c: "LabCommand", step: Step) -> dict[str, Any] | None:
+    """The oldest armed step failure for this command's document and step, one use taken."""
+    name = c.document_name.split("document/", 1)[-1]
+    with _lock:
+        for f in _step_failures:
+            if (f["account"], f["region"], f["document"]) != (c.account, c.region, name):
+                continue
+            if f["step"] not in (None, step.name) or f["remaining"] == 0:
+                continue
+            if f["remaining"] is not None:
+                f["remaining"] -= 1
+            f["hits"] += 1
+            return dict(f)
+    return None
+
+
+@admin.route("POST", r"/_lab/ssm/step-failures")
+def add_step_failure(req: Any):
+    body = req.json() or {}
+    document, code = body.get("document"), body.get("exit_code")
+    if not isinstance(document, str) or not document:
+        raise admin.AdminError(400, "document is required (a document name)")
+    if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
+        raise admin.AdminError(400, "exit_code must be an integer 1..255")
+    times = body.get("times", 1)
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise admin.AdminError(400, "times must be a positive integer, or null for until cleared")
+    step = body.get("step")
+    if step is not None and not isinstance(step, str):
+        raise admin.AdminError(400, "step must be a step name")
+    failure = {"id": f"step-failure-{uuid.uuid4().hex[:12]}", "account": req.account,
+               "region": req.region, "document": document, "step": step, "exit_code": code,
+               "stderr": str(body.get("stderr") or f"lab: injected failure (exit {code})"),
+               "times": times, "remaining": times, "hits": 0}
+    with _lock:
+        _step_failures.append(failure)
+    return 201, failure
+
+
+@admin.route("GET", r"/_lab/ssm/step-failures")
+def list_step_failures(req: Any):
+    with _lock:
+        return 200, [dict(f) for f in _step_failures
+                     if (f["account"], f["region"]) == (req.account, req.region)]
+
+
+@admin.route("DELETE", r"/_lab/ssm/step-failures")
+def clear_step_failures(req: Any):
+    with _lock:
+        gone = [f for f in _step_failures if (f["account"], f["region"]) == (req.account, req.region)]
+        _step_failures[:] = [f for f in _step_failures if f not in gone]
+    return 200, {"deleted": len(gone)}
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -1374,6 +1438,7 @@ def reset() -> None:
             _kill_group(proc)
         _managed.clear()
         _commands.clear()
+        _step_failures.clear()
     if _root is not None:
         shutil.rmtree(_root, ignore_errors=True)
         _root.mkdir(parents=True, exist_ok=True)

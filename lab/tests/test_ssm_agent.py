@@ -284,6 +284,36 @@ def test_schema_22_document_parameters_steps_and_s3_layout(lab, fresh_account):
     assert code(e) == "InvalidParameters"
 
 
+def test_an_armed_step_failure_fails_that_document_once_then_it_runs_again(lab, fresh_account):
+    ssm = lab.client("ssm", account=fresh_account)
+    iid = managed_instance(lab, fresh_account)
+    ssm.create_document(Name="Lab-Failing-Doc", DocumentType="Command", DocumentFormat="JSON",
+                        Content=json.dumps(DOC))
+    r = lab.admin("POST", "/_lab/ssm/step-failures", account=fresh_account,
+                  json={"document": "Lab-Failing-Doc", "step": "second", "exit_code": 5,
+                        "stderr": "yara: command not found; it's missing"})
+    assert r.status_code == 201, r.text
+    # Another account's document of the same name is not touched.
+    other = lab.admin("GET", "/_lab/ssm/step-failures", account="123456789012").json()
+    assert other == []
+    cid = ssm.send_command(InstanceIds=[iid], DocumentName="Lab-Failing-Doc")["Command"]["CommandId"]
+    first = wait(ssm, cid, iid, PluginName="first")
+    assert first["Status"] == "Success"  # only the named step fails
+    second = wait(ssm, cid, iid, PluginName="second")
+    assert (second["Status"], second["ResponseCode"]) == ("Failed", 5)
+    assert second["StandardErrorContent"] == "yara: command not found; it's missing\n"
+    armed = lab.admin("GET", "/_lab/ssm/step-failures", account=fresh_account).json()
+    assert [(f["hits"], f["remaining"]) for f in armed] == [(1, 0)]
+    # Used up: the next command runs the step's own script.
+    cid = ssm.send_command(InstanceIds=[iid], DocumentName="Lab-Failing-Doc")["Command"]["CommandId"]
+    again = wait(ssm, cid, iid, PluginName="second")
+    assert (again["Status"], again["ResponseCode"]) == ("Success", 0)
+    r = lab.admin("POST", "/_lab/ssm/step-failures", account=fresh_account,
+                  json={"document": "Lab-Failing-Doc", "exit_code": 0})
+    assert r.status_code == 400
+    assert lab.admin("DELETE", "/_lab/ssm/step-failures", account=fresh_account).json() == {"deleted": 1}
+
+
 def test_long_output_is_truncated_in_the_api_but_whole_in_s3(lab, fresh_account):
     ssm = lab.client("ssm", account=fresh_account)
     s3 = lab.client("s3", account=fresh_account)

@@ -36,6 +36,9 @@ pub const PURPOSE_ANALYSIS: &str = "analysis";
 /// Largest result JSON read back from the bucket (a triage of a big disk lists many
 /// key files and findings; the documents cap findings at 2,000).
 const RESULT_LIMIT: usize = 64 << 20;
+/// Characters of a wrong AMI parameter value shown in the error (a parameter holds up
+/// to 8 KB; an AMI id is 21 characters).
+const SHOWN_PARAMETER_CHARS: usize = 80;
 /// Device names for evidence volumes: /dev/sdf to /dev/sdz (21 of them).
 const DEVICES: &str = "fghijklmnopqrstuvwxyz";
 
@@ -87,9 +90,20 @@ pub enum AnalyzeError {
     )]
     AmiParameterInvalid { parameter: String, value: String },
     #[error(
-        "analysis instance {instance} did not come online in SSM within {minutes} minute(s) (last: {last})\nfix: check that the tooling AMI runs the SSM agent, that the instance profile {profile} allows SSM (AmazonSSMManagedInstanceCore), and that the analysis subnet reaches SSM through its VPC endpoints (ssm, ssmmessages, ec2messages); then `cleanroom teardown --case {case}` and rerun"
+        "analysis instance {instance} did not come online in SSM within {waited} s (limits.ssm_online_timeout_minutes = {minutes}; SSM says: {last})\nfix: check that the tooling AMI runs the SSM agent, that the instance profile {profile} allows SSM (AmazonSSMManagedInstanceCore), and that the analysis subnet reaches SSM through its VPC endpoints (ssm, ssmmessages, ec2messages); then `cleanroom teardown --case {case}` and rerun"
     )]
-    NeverOnline { instance: InstanceId, minutes: u64, last: String, profile: String, case: String },
+    NeverOnline {
+        instance: InstanceId,
+        waited: u64,
+        minutes: u64,
+        last: String,
+        profile: String,
+        case: String,
+    },
+    #[error(
+        "the analysis AMI {ami} ({how}) does not exist in the forensics account: {source}\nfix: build the tooling AMI (amis/) in the forensics account and region, and set analysis.ami (or its SSM parameter) to its id; then rerun"
+    )]
+    AmiNotFound { ami: AmiId, how: String, source: CloudError },
     #[error(
         "analysis instance {instance} is {state}\nfix: `cleanroom teardown --case {case}` and rerun: a new instance is launched"
     )]
@@ -181,6 +195,8 @@ struct Room {
     side: Side,
     documents: Vec<Registered>,
     ami: AmiId,
+    /// How the AMI was resolved (configured id, or the parameter and its value).
+    ami_how: String,
     zone: String,
 }
 
@@ -228,7 +244,7 @@ async fn resolve_ami(side: &Side, source: &AmiSource) -> Result<(AmiId, String),
             })?;
             let id: AmiId = value.trim().parse().map_err(|_| AnalyzeError::AmiParameterInvalid {
                 parameter: name.clone(),
-                value: value.clone(),
+                value: value.chars().take(SHOWN_PARAMETER_CHARS).collect(),
             })?;
             Ok((id, format!("SSM parameter {name} = {value}")))
         }
@@ -282,7 +298,7 @@ async fn prepare(run: &Run, cfg: &AnalysisSettings) -> Result<Room, AnalyzeError
                 "no such subnet",
             ),
         })?;
-    Ok(Room { side, documents, ami, zone })
+    Ok(Room { side, documents, ami, ami_how: how, zone })
 }
 
 /// The analysis volume of one forensics copy: journaled, found by tags, or made.
@@ -412,8 +428,27 @@ async fn wait_volume(
     }
 }
 
-/// The analysis instance of batch `n`: journaled, or launched with a client token that
-/// makes a repeated launch return the same instance. Waits until SSM has it online.
+/// Tag carrying the client token an analysis instance was launched with: on AWS the
+/// token alone makes a repeated RunInstances return the same instance; the tag lets a
+/// rerun (and teardown) find an instance whose launch answer was lost before the
+/// journal learned its id.
+pub const TAG_CLIENT_TOKEN: &str = "cleanroom:client-token";
+
+/// The client token of batch `n`'s analysis instance, attempt `attempt` (the number of
+/// earlier instances of that batch teardown removed: AWS answers a reused token with the
+/// first, terminated, instance).
+fn client_token(run: &Run, n: usize, attempt: usize) -> String {
+    let seed = if attempt == 0 {
+        format!("cleanroom {} analysis {n}", run.case)
+    } else {
+        format!("cleanroom {} analysis {n} attempt {attempt}", run.case)
+    };
+    hex::encode(&crate::evidence::digest::sha256_raw(seed.as_bytes())[..16])
+}
+
+/// The analysis instance of batch `n`: journaled, found by its client-token tag (a
+/// launch whose answer was lost), or launched with a client token that makes a repeated
+/// launch return the same instance. Waits until SSM has it online.
 async fn ensure_instance(
     run: &Run,
     room: &Room,
@@ -421,72 +456,133 @@ async fn ensure_instance(
     n: usize,
 ) -> Result<InstanceId, AnalyzeError> {
     let side = &room.side;
+    let of_batch = |e: &crate::pipeline::journal::Entry| {
+        e.details.get("batch").and_then(|b| b.as_u64()) == Some(n as u64)
+    };
     let journaled = run
         .journal
         .created(ResourceKind::AnalysisInstance, None)
         .await
         .into_iter()
-        .find(|e| e.details.get("batch").and_then(|b| b.as_u64()) == Some(n as u64))
+        .find(|e| of_batch(e))
         .and_then(|e| e.id.parse::<InstanceId>().ok());
     let id = match journaled {
         Some(id) => id,
         None => {
-            let token = hex::encode(
-                &crate::evidence::digest::sha256_raw(
-                    format!("cleanroom {} analysis {n}", run.case).as_bytes(),
-                )[..16],
-            );
-            let mut tags = tags(run, PURPOSE_ANALYSIS);
-            tags.insert("Name".to_owned(), format!("cleanroom {} analysis {n}", run.case));
-            let request = NewInstance {
-                image: room.ami.clone(),
-                instance_type: cfg.instance_type.clone(),
-                subnet: cfg.subnet.clone(),
-                security_group: cfg.security_group.clone(),
-                instance_profile: cfg.instance_profile.clone(),
-                tags,
-                client_token: token.clone(),
-            };
-            run.journal
-                .write(fact(
-                    side,
-                    Fact::Asked,
-                    ResourceKind::AnalysisInstance,
-                    &format!("batch-{n}"),
-                    None,
-                    serde_json::json!({"client_token": token}),
-                ))
-                .await?;
-            let (id, c) = retry(|| side.cloud.run_instance(&request))
+            // Instances of this batch that teardown removed: each used up its token.
+            let removed = run
+                .journal
+                .resources(ResourceKind::AnalysisInstance, None)
                 .await
-                .map_err(call("ec2:RunInstances (analysis instance)"))?;
-            run.journal
-                .write(fact(
-                    side,
-                    Fact::Created,
-                    ResourceKind::AnalysisInstance,
-                    id.as_str(),
-                    None,
-                    serde_json::json!({"batch": n, "client_token": token, "ami": room.ami}),
-                ))
-                .await?;
-            run.custody
-                .record(Event {
-                    action: Action::AnalysisInstanceLaunched,
-                    subject: format!("arn:aws:ec2:{}:{}:instance/{id}", side.region, side.account),
-                    evidence: vec![],
-                    aws_request_ids: c.request_id.into_iter().collect(),
-                    details: serde_json::json!({
-                        "ami": room.ami, "instance_type": cfg.instance_type, "subnet": cfg.subnet,
-                        "security_group": cfg.security_group, "instance_profile": cfg.instance_profile,
-                        "imds": "v2 only (HttpTokens=required, hop limit 1)", "public_ip": false, "batch": n,
-                    }),
-                })
-                .await?;
-            id
+                .into_values()
+                .filter(|facts| facts.iter().any(of_batch) && facts.iter().any(|f| f.fact == Fact::Removed))
+                .count();
+            let token = client_token(run, n, removed);
+            let wanted =
+                [(TAG_CASE.to_owned(), run.case.to_string()), (TAG_CLIENT_TOKEN.to_owned(), token.clone())];
+            let found = retry(|| side.cloud.find_instances(&wanted))
+                .await
+                .map_err(call("ec2:DescribeInstances (an earlier launch of this batch)"))?;
+            match found.first() {
+                Some(id) => {
+                    for other in &found {
+                        run.journal
+                            .write(fact(
+                                side,
+                                Fact::Recovered,
+                                ResourceKind::AnalysisInstance,
+                                other.as_str(),
+                                None,
+                                serde_json::json!({"batch": n, "client_token": token, "ami": room.ami, "recovered_by": "client-token tag"}),
+                            ))
+                            .await?;
+                    }
+                    run.custody
+                        .record(Event {
+                            action: Action::AnalysisInstanceLaunched,
+                            subject: format!("arn:aws:ec2:{}:{}:instance/{id}", side.region, side.account),
+                            evidence: vec![],
+                            aws_request_ids: vec![],
+                            details: serde_json::json!({
+                                "ami": room.ami, "instance_type": cfg.instance_type, "subnet": cfg.subnet,
+                                "security_group": cfg.security_group, "instance_profile": cfg.instance_profile,
+                                "imds": "v2 only (HttpTokens=required, hop limit 1)", "public_ip": false, "batch": n,
+                                "found_by": "its client-token tag: the answer to an earlier RunInstances was lost",
+                                "client_token": token,
+                            }),
+                        })
+                        .await?;
+                    id.clone()
+                }
+                None => launch(run, room, cfg, n, token).await?,
+            }
         }
     };
     wait_online(run, side, cfg, &id).await?;
+    Ok(id)
+}
+
+async fn launch(
+    run: &Run,
+    room: &Room,
+    cfg: &AnalysisSettings,
+    n: usize,
+    token: String,
+) -> Result<InstanceId, AnalyzeError> {
+    let side = &room.side;
+    let mut tags = tags(run, PURPOSE_ANALYSIS);
+    tags.insert("Name".to_owned(), format!("cleanroom {} analysis {n}", run.case));
+    tags.insert(TAG_CLIENT_TOKEN.to_owned(), token.clone());
+    let request = NewInstance {
+        image: room.ami.clone(),
+        instance_type: cfg.instance_type.clone(),
+        subnet: cfg.subnet.clone(),
+        security_group: cfg.security_group.clone(),
+        instance_profile: cfg.instance_profile.clone(),
+        tags,
+        client_token: token.clone(),
+    };
+    run.journal
+        .write(fact(
+            side,
+            Fact::Asked,
+            ResourceKind::AnalysisInstance,
+            &format!("batch-{n}"),
+            None,
+            serde_json::json!({"client_token": token}),
+        ))
+        .await?;
+    let (id, c) = retry(|| side.cloud.run_instance(&request)).await.map_err(|source| {
+        if source.is(crate::cloud::ErrorKind::NotFound) {
+            AnalyzeError::AmiNotFound { ami: room.ami.clone(), how: room.ami_how.clone(), source }
+        } else {
+            AnalyzeError::Call { step: "ec2:RunInstances (analysis instance)".into(), source }
+        }
+    })?;
+    run.journal
+        .write(fact(
+            side,
+            Fact::Created,
+            ResourceKind::AnalysisInstance,
+            id.as_str(),
+            None,
+            serde_json::json!({"batch": n, "client_token": token, "ami": room.ami}),
+        ))
+        .await?;
+    run.custody
+        .record(Event {
+            action: Action::AnalysisInstanceLaunched,
+            subject: format!("arn:aws:ec2:{}:{}:instance/{id}", side.region, side.account),
+            evidence: vec![],
+            aws_request_ids: c.request_id.into_iter().collect(),
+            details: serde_json::json!({
+                "ami": room.ami, "instance_type": cfg.instance_type, "subnet": cfg.subnet,
+                "security_group": cfg.security_group, "instance_profile": cfg.instance_profile,
+                "imds": "v2 only (HttpTokens=required, hop limit 1)", "public_ip": false, "batch": n,
+                "client_token": token,
+            }),
+        })
+        .await?;
     Ok(id)
 }
 
@@ -531,6 +627,7 @@ async fn wait_online(
         if started.elapsed() >= cfg.online_timeout {
             return Err(AnalyzeError::NeverOnline {
                 instance: id.clone(),
+                waited: started.elapsed().as_secs(),
                 minutes: cfg.online_timeout.as_secs().div_ceil(60),
                 last,
                 profile: cfg.instance_profile.clone(),
@@ -612,11 +709,28 @@ async fn collect_one(
     }
     let label = format!("{volume} {}", doc.kind.step());
     let command_key = format!("{}-{volume}-v{}", doc.kind.step(), doc.version);
+    // A command that ended in failure is sent again (after the cause is fixed, a rerun
+    // must not read the same failure back); one still running, or whose outcome is final
+    // (a volume the Sleuth Kit cannot read), is resumed.
+    let ended_in_failure: Vec<String> = run
+        .journal
+        .facts()
+        .await
+        .into_iter()
+        .filter(|f| f.kind == ResourceKind::Command && f.fact == Fact::Completed)
+        .filter(|f| {
+            let status = f.details.get("status").and_then(|v| v.as_str());
+            let code = f.details.get("response_code").and_then(|v| v.as_i64());
+            status != Some("Success") && !(code == Some(3) && doc.kind != Kind::DiskImage)
+        })
+        .map(|f| f.id)
+        .collect();
     let sent = run
         .journal
         .created(ResourceKind::Command, Some(subject))
         .await
         .into_iter()
+        .filter(|e| !ended_in_failure.contains(&e.id))
         .find(|e| e.details.get("for").and_then(|v| v.as_str()) == Some(command_key.as_str()))
         .map(|e| e.id);
     // The agent's own stdout and stderr (GetCommandInvocation keeps only 24,000
@@ -716,7 +830,7 @@ async fn collect_one(
             ResourceKind::Command,
             &command,
             Some(subject.to_owned()),
-            serde_json::json!({"for": command_key, "status": invocation.status}),
+            serde_json::json!({"for": command_key, "status": invocation.status, "response_code": invocation.response_code}),
         ))
         .await?;
     // Triage and YARA of a volume without a file system the Sleuth Kit reads: not a

@@ -5,6 +5,7 @@ mod support;
 
 mod acquire;
 mod cli;
+mod collect;
 mod containment;
 mod drill;
 mod evidence;

@@ -53,3 +53,20 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn the_unauthorized_launch_drill_preserves_every_instance_the_key_launched_and_nothing_else() {
+    let out = tempfile::tempdir().unwrap();
+    let run =
+        cleanroom(&["drill", "--scenario", "unauthorized-launch", "--out", out.path().to_str().unwrap()]);
+    run.success().stdout_has("steps succeeded").stdout_has("untouched");
+    let stdout = run.stdout();
+    assert!(!stdout.contains("!! "), "{stdout}");
+    // Three of the key's instances in two regions, each contained.
+    let contained: Vec<&str> = stdout.lines().filter(|l| l.contains("containment verified")).collect();
+    assert_eq!(contained.len(), 3, "{stdout}");
+    assert!(
+        contained.iter().any(|l| l.contains("us-east-1"))
+            && contained.iter().any(|l| l.contains("eu-west-1"))
+    );
+}

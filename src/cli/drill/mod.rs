@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::error::{Error, ExitKind, Result};
 use crate::ids::{AccountId, BucketName, CaseId, Region};
-use crate::lab::{Lab, LabOptions, scenario, seed};
+use crate::lab::{Lab, LabOptions, scenario, seed, unauthorized};
 
 use self::steps::{Step, Work};
 use super::Context;
@@ -22,6 +22,8 @@ const REGION: &str = "eu-west-1";
 /// The drill's forensics and member accounts (the seeds' story: one victim account).
 const FORENSICS_ACCOUNT: &str = "111122223333";
 const MEMBER_ACCOUNT: &str = "444455556666";
+/// The second region of the unauthorized-launch incident.
+const SECOND_REGION: &str = "us-east-1";
 /// Snapshots stay pending for this many polls, so waiting is rehearsed too.
 const SNAPSHOT_POLLS: u32 = 2;
 
@@ -29,6 +31,14 @@ const SNAPSHOT_POLLS: u32 = 2;
 pub enum Scenario {
     /// Leaked developer key, attacker-launched instance mining cryptocurrency.
     Cryptomining,
+    /// A compromised IAM user launches instances in two regions and opens SSH to the world.
+    UnauthorizedLaunch,
+}
+
+/// The incident as seeded: what the steps are given and what is checked at the end.
+enum Incident {
+    Cryptomining(scenario::Suspect),
+    UnauthorizedLaunch(unauthorized::Launched),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,7 +69,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         .map_err(Error::failed)?;
     ctx.reporter.done("lab", &format!("listening on {}", lab.url()));
 
-    ctx.reporter.step("seed", "forensics account and the cryptomining incident");
+    ctx.reporter.step("seed", "the forensics account and the incident");
     let bucket: BucketName = "drill-forensics-evidence".parse()?;
     let setup =
         seed::forensics_account(&lab, &forensics, &region, &bucket, 1).await.map_err(Error::failed)?;
@@ -84,18 +94,40 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     .map_err(Error::failed)?;
     std::fs::write(&key_path, signing_key.pem())
         .map_err(|e| Error::failed(format!("cannot write {}: {e}", key_path.display())))?;
-    let suspect = match args.scenario {
+    let incident = match args.scenario {
         Scenario::Cryptomining => {
-            scenario::cryptomining(&lab, &member, &region, &forensics, &out).await.map_err(Error::failed)?
+            let suspect = scenario::cryptomining(&lab, &member, &region, &forensics, &out)
+                .await
+                .map_err(Error::failed)?;
+            ctx.reporter.done(
+                "seed",
+                &format!(
+                    "suspect {} in account {} (miner in UserData and on its disk, cron job, backdoor key, a deleted dropper)",
+                    suspect.instance, member
+                ),
+            );
+            Incident::Cryptomining(suspect)
+        }
+        Scenario::UnauthorizedLaunch => {
+            let regions: Vec<Region> = vec![region.clone(), SECOND_REGION.parse()?];
+            let launched = unauthorized::unauthorized_launch(&lab, &member, &regions, &forensics, &out)
+                .await
+                .map_err(Error::failed)?;
+            ctx.reporter.done(
+                "seed",
+                &format!(
+                    "key {} of user {} launched {} instance(s) in {} and {} and opened SSH to the world; {} instance(s) of the owner beside them",
+                    launched.access_key,
+                    launched.user,
+                    launched.attacker.len(),
+                    regions[0],
+                    regions[1],
+                    launched.bystanders.len()
+                ),
+            );
+            Incident::UnauthorizedLaunch(launched)
         }
     };
-    ctx.reporter.done(
-        "seed",
-        &format!(
-            "suspect {} in account {} (miner in UserData and on its disk, cron job, backdoor key, a deleted dropper)",
-            suspect.instance, member
-        ),
-    );
 
     let case_s = case.to_string();
     let report_file = |format: &str| out.join(format!("report.{format}")).to_string_lossy().into_owned();
@@ -110,60 +142,94 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         )
     };
     let folder = out.join(format!("{case}-download"));
-    let arn = suspect.arn();
-    let steps = [
-        Step::run(
-            "preflight: can cleanroom do its job in both accounts?",
-            &["preflight", "--account", member.as_str()],
-        ),
-        Step::expecting(
-            "acquire: capture, protect, snapshot, isolate, hand off, examine in the clean room, seal",
-            &["acquire", &arn, "--case", &case_s],
-            0,
-            &["xmrig", "authorized_key"],
-        ),
-        Step::expecting(
-            "verify the evidence (and sign a checkpoint)",
-            &["verify", "--case", &case_s],
-            0,
-            &["VERIFIED"],
-        ),
-        report("html"),
-        report("md"),
-        report("json"),
-        Step::run("verify again: the checkpoint and the reports", &["verify", "--case", &case_s]),
-        Step {
-            title: "download the case as a third party would (aws s3 cp --recursive)".into(),
-            work: Work::Download { into: folder.clone() },
-        },
-        Step::expecting(
-            "verify the downloaded copy offline, with the public key given out of band",
-            &[
-                "verify",
-                "--case",
-                &case_s,
-                "--dir",
-                &folder.to_string_lossy(),
-                "--public-key",
-                &key_path.to_string_lossy(),
-            ],
-            0,
-            &["VERIFIED"],
-        ),
-        Step::expecting(
-            "teardown: remove the clean room (the evidence stays)",
-            &["teardown", "--case", &case_s],
-            0,
-            &["removed"],
-        ),
+    let folder_s = folder.to_string_lossy().into_owned();
+    let key_s = key_path.to_string_lossy().into_owned();
+    let preflight = Step::run(
+        "preflight: can cleanroom do its job in both accounts?",
+        &["preflight", "--account", member.as_str()],
+    );
+    let verify = Step::expecting(
+        "verify the evidence (and sign a checkpoint)",
+        &["verify", "--case", &case_s],
+        0,
+        &["VERIFIED"],
+    );
+    let download = Step {
+        title: "download the case as a third party would (aws s3 cp --recursive)".into(),
+        work: Work::Download { into: folder.clone() },
+    };
+    let offline = Step::expecting(
+        "verify the downloaded copy offline, with the public key given out of band",
+        &["verify", "--case", &case_s, "--dir", &folder_s, "--public-key", &key_s],
+        0,
+        &["VERIFIED"],
+    );
+    let refused = |arn: &str| {
         Step::expecting(
             "release without approval is refused (the instance stays isolated)",
-            &["release", &arn, "--case", &case_s],
+            &["release", arn, "--case", &case_s],
             2,
             &["--yes"],
-        ),
-        Step::run("list cases", &["cases"]),
-    ];
+        )
+    };
+    let cases = Step::run("list cases", &["cases"]);
+    let steps: Vec<Step> = match &incident {
+        Incident::Cryptomining(suspect) => {
+            let arn = suspect.arn();
+            vec![
+                preflight,
+                Step::expecting(
+                    "acquire: capture, protect, snapshot, isolate, hand off, examine in the clean room, seal",
+                    &["acquire", &arn, "--case", &case_s],
+                    0,
+                    &["xmrig", "authorized_key"],
+                ),
+                verify,
+                report("html"),
+                report("md"),
+                report("json"),
+                Step::run("verify again: the checkpoint and the reports", &["verify", "--case", &case_s]),
+                download,
+                offline,
+                Step::expecting(
+                    "teardown: remove the clean room (the evidence stays)",
+                    &["teardown", "--case", &case_s],
+                    0,
+                    &["removed"],
+                ),
+                refused(&arn),
+                cases,
+            ]
+        }
+        Incident::UnauthorizedLaunch(l) => {
+            let ids: Vec<&str> = l.attacker.iter().map(|p| p.instance.as_str()).collect();
+            vec![
+                preflight,
+                Step::expecting(
+                    "acquire every instance the leaked key launched, in every region (capture, protect, snapshot, isolate, hand off; no clean room)",
+                    &[
+                        "acquire",
+                        "--launched-by-key",
+                        &l.access_key,
+                        "--account",
+                        l.account.as_str(),
+                        "--case",
+                        &case_s,
+                        "--no-analysis",
+                    ],
+                    0,
+                    &ids,
+                ),
+                verify,
+                report("html"),
+                report("json"),
+                download,
+                offline,
+                refused(&l.attacker[0].arn()),
+                cases,
+            ]
+        }
+    };
 
     let exe = std::env::current_exe().map_err(|e| Error::failed(format!("cannot find this binary: {e}")))?;
     let mut failures = Vec::new();
@@ -200,32 +266,47 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         }
     }
 
-    // The findings the incident planted must reach the report, each with its digest.
-    let expected = outcome::CRYPTOMINING;
+    // What the incident planted must reach the report; what it did not touch must be as it was.
+    let expected = match &incident {
+        Incident::Cryptomining(_) => outcome::CRYPTOMINING,
+        Incident::UnauthorizedLaunch(_) => &[],
+    };
     let report_json = std::fs::read(report_file("json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
     let html = std::fs::read_to_string(report_file("html")).unwrap_or_default();
     match &report_json {
         Some(r) => {
-            for problem in outcome::missing_findings(r, &html, expected) {
-                println!("!! finding missing: {problem}");
-                failures.push(format!("finding ({problem})"));
+            let mut problems = outcome::missing_findings(r, &html, expected);
+            if let Incident::UnauthorizedLaunch(l) = &incident {
+                let wanted: Vec<String> = l.attacker.iter().map(|p| p.instance.to_string()).collect();
+                problems.extend(outcome::instances_differ(r, &wanted));
+                problems.extend(outcome::bystanders_touched(&lab, l).await);
+            }
+            for problem in problems {
+                println!("!! check failed: {problem}");
+                failures.push(format!("check ({problem})"));
             }
             println!(
                 "\n## summary\n{}",
                 outcome::summary(r, &report_file("html"), &display(&key_path), expected)
             );
+            if let Incident::UnauthorizedLaunch(l) = &incident {
+                println!(
+                    "the owner's {} other instance(s): untouched (security groups and tags checked); the group the attacker opened ({}) is recorded, not changed: close it and disable key {} in the account",
+                    l.bystanders.len(),
+                    l.open_groups.iter().map(|(r, g)| format!("{g} in {r}")).collect::<Vec<_>>().join(", "),
+                    l.access_key
+                );
+            }
         }
-        None => {
-            failures.push("the JSON report could not be read: nothing to check the findings against".into())
-        }
+        None => failures.push("the JSON report could not be read: nothing to check against".into()),
     }
 
     println!(
         "## drill {case} finished in {:.1} s: {} of {} steps succeeded\nconfiguration, logs and reports: {}",
         started.elapsed().as_secs_f64(),
-        steps.len() - failures.iter().filter(|f| !f.starts_with("finding")).count().min(steps.len()),
+        steps.len() - failures.iter().filter(|f| !f.starts_with("check")).count().min(steps.len()),
         steps.len(),
         display(&out)
     );

@@ -62,6 +62,60 @@ pub fn missing_findings(report: &Value, html: &str, expected: &[Expected]) -> Ve
     missing
 }
 
+/// The report's instances differ from `wanted`: each one missing or extra.
+pub fn instances_differ(report: &Value, wanted: &[String]) -> Vec<String> {
+    let have: Vec<String> = report
+        .pointer("/summary/instances")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|i| text(i, "instance").to_owned())
+        .collect();
+    let mut out: Vec<String> = wanted
+        .iter()
+        .filter(|w| !have.contains(w))
+        .map(|w| format!("{w}, launched with the key, is not in the case"))
+        .collect();
+    out.extend(
+        have.iter()
+            .filter(|h| !wanted.contains(h))
+            .map(|h| format!("{} is in the case, but the key did not launch it", sanitize(h))),
+    );
+    out
+}
+
+/// Every way the owner's instances (not launched by the key) were touched: their
+/// security groups changed, or a case tag on them.
+pub async fn bystanders_touched(
+    lab: &crate::lab::Lab,
+    l: &crate::lab::unauthorized::Launched,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &l.bystanders {
+        let c = lab.clients(&p.account, &p.region);
+        let described = c.ec2.describe_instances().instance_ids(p.instance.as_str()).send().await;
+        let Some(i) = described
+            .ok()
+            .and_then(|d| d.reservations().first().and_then(|r| r.instances().first().cloned()))
+        else {
+            out.push(format!("bystander {} could not be described", p.instance));
+            continue;
+        };
+        let mut groups: Vec<String> =
+            i.security_groups().iter().filter_map(|g| g.group_id().map(str::to_owned)).collect();
+        let mut before = p.groups.clone();
+        groups.sort();
+        before.sort();
+        if groups != before {
+            out.push(format!("bystander {}: security groups {groups:?}, {before:?} before", p.instance));
+        }
+        if i.tags().iter().any(|t| t.key().is_some_and(|k| k.starts_with("cleanroom:"))) {
+            out.push(format!("bystander {} carries a cleanroom tag", p.instance));
+        }
+    }
+    out
+}
+
 /// The responder's summary: instances and their containment, the evidence, findings,
 /// the report, what to do next.
 pub fn summary(report: &Value, report_path: &str, key_path: &str, expected: &[Expected]) -> String {
@@ -91,7 +145,10 @@ pub fn summary(report: &Value, report_path: &str, key_path: &str, expected: &[Ex
     ));
     let findings = report.get("findings").and_then(Value::as_array).cloned().unwrap_or_default();
     let of_suspect = findings.iter().filter(|f| f.get("process_problem") != Some(&Value::Bool(true))).count();
-    out.push_str(&format!("findings: {of_suspect} about the suspect, among them:\n"));
+    out.push_str(&format!(
+        "findings: {of_suspect} about the suspect{}\n",
+        if expected.is_empty() { " (listed in the report)" } else { ", among them:" }
+    ));
     for e in expected {
         if let Some(f) = findings.iter().find(|f| (e.matches)(f) && has_digest(f)) {
             out.push_str(&format!(
@@ -138,6 +195,21 @@ mod tests {
         assert_eq!(missing_findings(&r, "no digest here", &CRYPTOMINING[1..2]).len(), 1);
         let html = format!("<td>{}</td>", DIGEST.trim_start_matches("sha256:"));
         assert!(missing_findings(&r, &html, &CRYPTOMINING[1..2]).is_empty());
+    }
+
+    #[test]
+    fn an_instance_missing_from_the_case_or_one_too_many_is_named() {
+        let r = json!({"summary": {"instances": [{"instance": "i-1"}, {"instance": "i-9"}]}});
+        let wanted = vec!["i-1".to_owned(), "i-2".to_owned()];
+        assert_eq!(
+            instances_differ(&r, &wanted),
+            [
+                "i-2, launched with the key, is not in the case",
+                "i-9 is in the case, but the key did not launch it"
+            ]
+        );
+        let exact = json!({"summary": {"instances": [{"instance": "i-2"}, {"instance": "i-1"}]}});
+        assert!(instances_differ(&exact, &wanted).is_empty());
     }
 
     #[test]

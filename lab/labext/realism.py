@@ -24,7 +24,8 @@ Routes: ``GET /_lab/realism/stats`` (requests, throttles and time slept per serv
 action; the largest number of requests that were delayed at the same moment),
 ``GET /_lab/realism/log`` (every signed AWS request since the last stats reset, in arrival
 order: wall-clock ``start``/``end`` in epoch seconds, service, operation, account, region,
-DryRun, HTTP status; the newest ``REQUEST_LOG_MAX`` kept; benchmarks count calls with it),
+DryRun, HTTP status, the token buckets it spends from as ``[name, size, refill, cost]``;
+the newest ``REQUEST_LOG_MAX`` kept; benchmarks count calls and bucket-forced times with it),
 ``POST /_lab/realism/stats/reset``, ``GET /_lab/realism/buckets`` (levels and sizes),
 ``POST /_lab/realism/buckets/reset`` (refill all), ``POST /_lab/realism/clock``
 ``{"advance_seconds": x}``.
@@ -346,10 +347,11 @@ class RealismState:
         self.max_sleeping = 0
         self.log: collections.deque[dict] = collections.deque(maxlen=REQUEST_LOG_MAX)
 
-    def log_request(self, req: awsreq.AwsRequest, start: float, status: int) -> None:
+    def log_request(self, req: awsreq.AwsRequest, start: float, status: int, spend: list) -> None:
         entry = {"start": start, "end": time.time(), "service": req.service,
                  "operation": req.operation or "?", "account": req.account,
-                 "region": req.region, "dry_run": req.dry_run, "status": status}
+                 "region": req.region, "dry_run": req.dry_run, "status": status,
+                 "buckets": [[key[3], size, rate, cost] for key, size, rate, cost in spend]}
         with self.lock:
             self.log.append(entry)
 
@@ -537,7 +539,7 @@ def middleware(app: Callable) -> Callable:
         if refused is not None:
             status, code, message = refused
             _state.count_throttle(req.service, req.operation, code)
-            _state.log_request(req, started, status)
+            _state.log_request(req, started, status, _buckets_to_spend(req, opts))
             return awsreq.send_error(environ, start_response, req, status, code, message)
         seen: list[int] = []
 
@@ -548,7 +550,7 @@ def middleware(app: Callable) -> Callable:
         try:
             return app(environ, recording)
         finally:
-            _state.log_request(req, started, seen[-1] if seen else 500)
+            _state.log_request(req, started, seen[-1] if seen else 500, _buckets_to_spend(req, opts))
 
     return realism
 

@@ -113,6 +113,7 @@ def test_request_log_lists_every_aws_call_in_order_with_status_and_times(rlab, f
     for e in log:
         assert t0 <= e["start"] and e["end"] - e["start"] >= 0.02  # the latency is inside
     assert [e["start"] for e in log] == sorted(e["start"] for e in log)
+    assert log[0]["buckets"] == [] and log[1]["buckets"] == [["CreateKeyPair", 1, 0, 1]]
     rlab.admin_ok("POST", "/_lab/realism/stats/reset")
     assert rlab.admin_ok("GET", "/_lab/realism/log")["requests"] == []
 

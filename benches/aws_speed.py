@@ -28,6 +28,8 @@ args = ap.parse_args()
 REGION = "eu-west-1"
 HOME = "123456789012"
 LATENCY_S = args.latency_ms / 1000.0
+# Another build to compare (e.g. a copy made before a change); default: this tree's.
+CLEANROOM = os.environ.get("BENCH_CLEANROOM") or f"{root}/target/debug/cleanroom"
 
 lab = subprocess.Popen([f"{root}/lab/.venv/bin/python", f"{root}/lab/server.py", "--port", "0", "--exit-on-stdin-eof"],
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -210,7 +212,7 @@ def cleanroom(config, *argv):
     """Runs isolate; returns the wall time, the time from process start to the isolation
     group on every ENI (from the lab's log), and the calls."""
     t0 = time.time()
-    p = subprocess.run([f"{root}/target/debug/cleanroom", "--config", config, "--json", "isolate", *argv], env=env, capture_output=True, text=True)
+    p = subprocess.run([CLEANROOM, "--config", config, "--json", "isolate", *argv], env=env, capture_output=True, text=True)
     wall = time.time() - t0
     log = request_log()
     if p.returncode != 0:
@@ -301,7 +303,7 @@ def drop_log(r: dict) -> dict:
 
 
 results = {"lab": "moto 5.2.5 + cleanroom extensions, loopback, realism on", "latency_ms": args.latency_ms,
-           "build": "cleanroom debug build (cargo build)", "instance_concurrency": args.concurrency}
+           "build": f"cleanroom debug build {CLEANROOM}", "instance_concurrency": args.concurrency}
 try:
     realism(0)
     config = forensics()

@@ -5,7 +5,9 @@
 //! 2. our three-digest pass (SHA-256, SHA-1, MD5) vs `md5sum` alone (goal >= 0.9)
 //! 3. multipart upload to the lab with the three digests vs the same upload without
 //!    them (per-part checksums in both)                   (goal >= 0.9)
-//! 4. peak memory (VmHWM) of a process uploading a 4 GiB file (goal < 256 MiB)
+//! 4. peak memory (VmHWM) of a process uploading a 4 GiB file to a store that takes
+//!    `BENCH_PART_MS` (default 200 ms, the slow-network case of issue 12) to accept each
+//!    part (goal < 256 MiB); `BENCH_ONLY=peak` runs this one alone
 //!
 //! A ratio is baseline time / our time: 1.0 is as fast, above 1 faster.
 
@@ -38,6 +40,16 @@ fn main() {
     let size_mib: u64 = std::env::var("BENCH_SIZE_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(2048);
     let peak_mib: u64 = std::env::var("BENCH_PEAK_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(4096);
     let dir = std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("peak") {
+        let (peak, took) = peak_run(&dir, peak_mib);
+        println!(
+            "peak memory uploading {peak_mib} MiB to a store taking {} ms per part (goal < 256 MiB): {peak}; {:.1} s; load {}",
+            part_delay().as_millis(),
+            took.as_secs_f64(),
+            load_average()
+        );
+        return;
+    }
     let file = dir.join(format!("cleanroom-bench-{}.bin", std::process::id()));
     eprintln!("writing {size_mib} MiB of pseudo-random data to {}", file.display());
     write_file(&file, size_mib * MIB);
@@ -54,14 +66,7 @@ fn main() {
     let (plain, hashed, readback) = rt.block_on(upload_ratio(&file));
     let _ = std::fs::remove_file(&file);
 
-    let peak_file = dir.join(format!("cleanroom-bench-peak-{}.bin", std::process::id()));
-    write_file(&peak_file, peak_mib * MIB);
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--peak-child", peak_file.to_str().unwrap()])
-        .output()
-        .expect("peak child runs");
-    let _ = std::fs::remove_file(&peak_file);
-    let peak = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (peak, _) = peak_run(&dir, peak_mib);
 
     let gbps = |d: Duration| (size_mib * MIB) as f64 / d.as_secs_f64() / 1e9;
     println!(
@@ -89,7 +94,37 @@ fn main() {
     println!("  SHA-256 vs openssl            {:.2}", openssl.as_secs_f64() / ours256.as_secs_f64());
     println!("  3 digests vs md5sum alone     {:.2}", md5sum.as_secs_f64() / three.as_secs_f64());
     println!("  hashed vs plain upload        {:.2}", plain.as_secs_f64() / hashed.as_secs_f64());
-    println!("peak memory uploading {peak_mib} MiB (goal < 256 MiB): {peak}");
+    println!(
+        "peak memory uploading {peak_mib} MiB to a store taking {} ms per part (goal < 256 MiB): {peak}",
+        part_delay().as_millis()
+    );
+}
+
+/// The time the slow store takes to accept one part (env `BENCH_PART_MS`, default 200:
+/// issue 12's slow network; the parts in flight are held that long).
+fn part_delay() -> Duration {
+    Duration::from_millis(std::env::var("BENCH_PART_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(200))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Writes a `mib` file, uploads it from a child process, returns what the child printed
+/// (its peak RSS) and how long the upload took.
+fn peak_run(dir: &Path, mib: u64) -> (String, Duration) {
+    let peak_file = dir.join(format!("cleanroom-bench-peak-{}.bin", std::process::id()));
+    write_file(&peak_file, mib * MIB);
+    let t = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--peak-child", peak_file.to_str().unwrap()])
+        .output()
+        .expect("peak child runs");
+    let took = t.elapsed();
+    let _ = std::fs::remove_file(&peak_file);
+    (String::from_utf8_lossy(&out.stdout).trim().to_owned(), took)
 }
 
 fn write_file(path: &Path, size: u64) {
@@ -202,11 +237,12 @@ async fn upload_ratio(file: &Path) -> (Duration, Duration, Duration) {
 }
 
 /// Uploads `path` through the real multipart path (reader, digest threads, parallel
-/// parts) to a store that discards parts, and prints this process's peak RSS.
+/// parts) to a store that holds each part for [`part_delay`], and prints this process's
+/// peak RSS.
 fn peak_child(path: &Path) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let store: Arc<dyn ObjectStore> = Arc::new(NullStore);
+        let store: Arc<dyn ObjectStore> = Arc::new(SlowStore(part_delay()));
         let lock = ObjectLock {
             retention: Some((LockMode::Compliance, time::OffsetDateTime::now_utc())),
             legal_hold: false,
@@ -221,14 +257,15 @@ fn peak_child(path: &Path) {
         .trim_start_matches("VmHWM:")
         .trim();
     let kib: u64 = hwm.trim_end_matches(" kB").trim().parse().unwrap_or(0);
-    println!("{} MiB (VmHWM {hwm}; parts sent to a store that discards them)", kib / 1024);
+    println!("{} MiB (VmHWM {hwm})", kib / 1024);
 }
 
-/// Accepts parts and forgets them (measures the uploader's own memory).
-struct NullStore;
+/// Accepts each part after a delay (a slow link: the uploader holds every part in flight
+/// that long), then forgets it, so only the uploader's own memory is measured.
+struct SlowStore(Duration);
 
 #[async_trait]
-impl ObjectStore for NullStore {
+impl ObjectStore for SlowStore {
     fn location(&self) -> String {
         "null://".into()
     }
@@ -246,8 +283,8 @@ impl ObjectStore for NullStore {
         body: Bytes,
         sha: &str,
     ) -> Result<Part, StoreError> {
-        // Hold the part briefly, as a network send would.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Hold the part as a slow network send would.
+        tokio::time::sleep(self.0).await;
         drop(body);
         Ok(Part { number, etag: "e".into(), sha256_b64: sha.into() })
     }

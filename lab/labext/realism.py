@@ -22,6 +22,10 @@ Options (``POST /_lab/config`` or server.py flags):
 
 Routes: ``GET /_lab/realism/stats`` (requests, throttles and time slept per service and
 action; the largest number of requests that were delayed at the same moment),
+``GET /_lab/realism/log`` (every signed AWS request since the last stats reset, in arrival
+order: wall-clock ``start``/``end`` in epoch seconds, service, operation, account, region,
+DryRun, HTTP status, the token buckets it spends from as ``[name, size, refill, cost]``;
+the newest ``REQUEST_LOG_MAX`` kept; benchmarks count calls and bucket-forced times with it),
 ``POST /_lab/realism/stats/reset``, ``GET /_lab/realism/buckets`` (levels and sizes),
 ``POST /_lab/realism/buckets/reset`` (refill all), ``POST /_lab/realism/clock``
 ``{"advance_seconds": x}``.
@@ -40,6 +44,7 @@ launch or stop nothing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import random
@@ -168,6 +173,9 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "realism_seed": 0,
     "realism_manual_clock": False,
 }
+# Entries the request log keeps (the oldest are dropped): a 100-instance benchmark makes
+# a few thousand requests, so this keeps several runs' worth at ~200 bytes each.
+REQUEST_LOG_MAX = 200_000
 # A delay longer than this is a typo, not a realistic latency (AWS answers in ms).
 MAX_LATENCY_MS = 60_000
 
@@ -337,6 +345,15 @@ class RealismState:
         self.by_code: dict[str, int] = {}
         self.sleeping = 0
         self.max_sleeping = 0
+        self.log: collections.deque[dict] = collections.deque(maxlen=REQUEST_LOG_MAX)
+
+    def log_request(self, req: awsreq.AwsRequest, start: float, status: int, spend: list) -> None:
+        entry = {"start": start, "end": time.time(), "service": req.service,
+                 "operation": req.operation or "?", "account": req.account,
+                 "region": req.region, "dry_run": req.dry_run, "status": status,
+                 "buckets": [[key[3], size, rate, cost] for key, size, rate, cost in spend]}
+        with self.lock:
+            self.log.append(entry)
 
     def _entry(self, service: str, operation: str) -> tuple[dict, dict]:
         svc = self.services.setdefault(service, {"requests": 0, "throttled": 0, "slept_s": 0.0,
@@ -503,6 +520,7 @@ def middleware(app: Callable) -> Callable:
         if req is None:
             return app(environ, start_response)
         opts = _ctx.options if _ctx is not None else OPTION_DEFAULTS
+        started = time.time()
         _state.count_request(req.service, req.operation)
         shape = opts.get("latency_ms") or {"fixed": 0}
         with _state.lock:
@@ -521,8 +539,18 @@ def middleware(app: Callable) -> Callable:
         if refused is not None:
             status, code, message = refused
             _state.count_throttle(req.service, req.operation, code)
+            _state.log_request(req, started, status, _buckets_to_spend(req, opts))
             return awsreq.send_error(environ, start_response, req, status, code, message)
-        return app(environ, start_response)
+        seen: list[int] = []
+
+        def recording(status: str, headers, exc_info=None):
+            seen.append(int(status.split(" ", 1)[0]))
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        try:
+            return app(environ, recording)
+        finally:
+            _state.log_request(req, started, seen[-1] if seen else 500, _buckets_to_spend(req, opts))
 
     return realism
 
@@ -534,6 +562,12 @@ def middleware(app: Callable) -> Callable:
 @admin.route("GET", r"/_lab/realism/stats")
 def _get_stats(req: admin.AdminRequest):
     return 200, _state.stats()
+
+
+@admin.route("GET", r"/_lab/realism/log")
+def _get_log(req: admin.AdminRequest):
+    with _state.lock:
+        return 200, {"requests": list(_state.log)}
 
 
 @admin.route("POST", r"/_lab/realism/stats/reset")

@@ -93,6 +93,31 @@ def test_fixed_latency_delays_every_aws_request_but_not_admin_routes(rlab, fresh
     assert got["services"]["ec2"]["actions"]["DescribeRegions"]["slept_s"] == pytest.approx(0.9)
 
 
+def test_request_log_lists_every_aws_call_in_order_with_status_and_times(rlab, fresh_account):
+    """Benchmarks count every call (STS, S3, EC2 ...) from this log, throttled ones too."""
+    rlab.config(latency_ms={"fixed": 20}, ec2_throttle=True, ec2_buckets={"CreateKeyPair": [1, 0]},
+                realism_manual_clock=True)
+    rlab.admin_ok("POST", "/_lab/realism/stats/reset")
+    ec2 = rlab.client("ec2", account=fresh_account)
+    sts = rlab.client("sts", account=fresh_account)
+    t0 = time.time()
+    sts.get_caller_identity()
+    ec2.create_key_pair(KeyName="a")
+    error_of(lambda: ec2.create_key_pair(KeyName="b"))
+    rlab.admin_ok("GET", "/_lab/health")
+    # (the fixture's client may assume a role in the default account first: not ours)
+    log = [e for e in rlab.admin_ok("GET", "/_lab/realism/log")["requests"] if e["account"] == fresh_account]
+    got = [(e["service"], e["operation"], e["status"], e["account"]) for e in log]
+    assert got[0] == ("sts", "GetCallerIdentity", 200, fresh_account)
+    assert got[1:] == [("ec2", "CreateKeyPair", 200, fresh_account), ("ec2", "CreateKeyPair", 503, fresh_account)]
+    for e in log:
+        assert t0 <= e["start"] and e["end"] - e["start"] >= 0.02  # the latency is inside
+    assert [e["start"] for e in log] == sorted(e["start"] for e in log)
+    assert log[0]["buckets"] == [] and log[1]["buckets"] == [["CreateKeyPair", 1, 0, 1]]
+    rlab.admin_ok("POST", "/_lab/realism/stats/reset")
+    assert rlab.admin_ok("GET", "/_lab/realism/log")["requests"] == []
+
+
 def test_a_bare_number_is_a_fixed_latency(rlab):
     assert rlab.config(latency_ms=25)["latency_ms"] == {"fixed": 25}
 

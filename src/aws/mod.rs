@@ -131,7 +131,7 @@ impl AccountClients {
 pub async fn base_config(opts: &ConnectOptions, fallback_region: &Region) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(control_plane_timeouts())
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+        .retry_config(retry_config());
     if let Some(profile) = &opts.profile {
         loader = loader.profile_name(profile);
     }
@@ -143,6 +143,16 @@ pub async fn base_config(opts: &ConnectOptions, fallback_region: &Region) -> Sdk
         return sdk;
     }
     sdk.to_builder().region(aws_config::Region::new(fallback_region.to_string())).build()
+}
+
+/// The SDK's adaptive retry mode: the standard exponential backoff with jitter, plus a
+/// client-side token bucket that, once a call is throttled (RequestLimitExceeded,
+/// Throttling, SlowDown), sends no faster than the rate AWS is accepting, so a fleet
+/// waits its turn instead of spending its attempts on throttled calls. The limiter is
+/// shared by the clients of one service and region (the SDK's default retry partition,
+/// `ec2-eu-west-1`): a throttled account slows the others in that region a little too.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::adaptive().with_max_attempts(MAX_ATTEMPTS)
 }
 
 fn control_plane_timeouts() -> TimeoutConfig {

@@ -280,7 +280,7 @@ pub fn render(case: &CaseId, targets: &[TargetState], launches: &[Launches]) -> 
                 "  {} ({}): {}\n",
                 t.target.id,
                 f.stage.name(),
-                f.error.replace('\n', "\n    ")
+                crate::text::sanitize_lines(&f.error).replace('\n', "\n    ")
             ));
         }
         out.push_str(&format!(

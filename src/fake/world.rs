@@ -70,6 +70,8 @@ pub struct EbsWorld {
     pub events: Vec<FakeEvent>,
     /// The next snapshots of these volumes end in `error` (count).
     pub failing_volumes: BTreeMap<VolumeId, u32>,
+    /// The StateMessage of those failed snapshots (a default when unset).
+    pub failure_message: Option<String>,
     /// SSM documents: (account, name) -> versions' contents.
     pub documents: BTreeMap<(AccountId, String), Vec<String>>,
     /// Instances whose agent is online.
@@ -158,6 +160,11 @@ impl FakeCloud {
         self.world.ebs.lock().expect("ebs lock").failing_volumes.insert(volume.clone(), times);
     }
 
+    /// The StateMessage every failed snapshot carries from now on.
+    pub fn set_snapshot_failure_message(&self, message: &str) {
+        self.world.ebs.lock().expect("ebs lock").failure_message = Some(message.to_owned());
+    }
+
     /// Snapshots and copies take `polls` DescribeSnapshots calls to complete.
     pub fn set_snapshot_polls(&self, polls: u32) {
         self.world.ebs.lock().expect("ebs lock").snapshot_polls = polls;
@@ -221,7 +228,11 @@ impl FakeCloud {
         let fails = match w.failing_volumes.get_mut(volume) {
             Some(n) if *n > 0 => {
                 *n -= 1;
-                Some("the snapshot could not be completed (injected)".to_owned())
+                Some(
+                    w.failure_message
+                        .clone()
+                        .unwrap_or_else(|| "the snapshot could not be completed (injected)".to_owned()),
+                )
             }
             _ => None,
         };

@@ -257,6 +257,20 @@ async fn a_snapshot_that_fails_twice_is_reported_and_a_rerun_after_the_cause_com
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failure_message_with_terminal_escapes_is_printed_inert() {
+    let w = Incident::new();
+    let volume = w.member.state.lock().unwrap().instances[&w.instance].volumes[1].volume.clone();
+    w.member.fail_snapshots_of(&volume, 2);
+    w.member.set_snapshot_failure_message("\u{1b}]0;owned\u{7}\u{1b}[2Jdisk gone\nFAKE: all verified");
+    let targets = w.run().await.unwrap();
+    let failed = targets[0].failed.as_ref().expect("reported");
+    assert!(failed.error.contains("disk gone"), "{}", failed.error);
+    let text = cleanroom::cli::acquire::render(&case(), &targets, &[]);
+    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+    assert!(!text.lines().any(|l| l.starts_with("FAKE")), "a message line passes for our own: {text}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_forensics_key_the_copy_cannot_use_is_a_clear_error_and_rerun_after_the_fix_completes() {
     let w = Incident::new();
     // The hand-off key's policy does not admit the forensics account.

@@ -14,7 +14,9 @@ ListCommandInvocations, CancelCommand or DescribeInstanceInformation. Here:
   ``POST /_lab/ssm/step-failures`` {"document": NAME, "exit_code": N, "stderr": TEXT,
   "step": NAME?, "times": N|null} makes the next matching step of that document (in the
   account and region) print TEXT on stderr and exit N instead of running its script: a
-  collection document failing on the instance, on demand. ``GET`` lists, ``DELETE`` clears.
+  collection document failing on the instance, on demand. With {"delay_seconds": S} and
+  no exit_code the step runs its script after S seconds instead (a document that takes
+  long: cleanroom's command timeout). ``GET`` lists, ``DELETE`` clears.
 * DescribeInstanceInformation lists managed instances (Filters / InstanceInformationFilterList
   on InstanceIds, PingStatus, PlatformTypes, ResourceType; MaxResults 5..50, default 10;
   NextToken).
@@ -631,8 +633,11 @@ def _run_step(inv: Invocation, plugin: Plugin, sandbox: Path, env: dict[str, str
     lines = inputs.get("runCommand") or []
     lines = lines if isinstance(lines, list) else [lines]
     failure = _take_step_failure(c, step)
-    if failure is not None:
-        lines = [f"printf '%s\\n' {shlex.quote(failure['stderr'])} >&2",
+    if failure is not None and failure["exit_code"] is None:
+        lines = [f"sleep {int(failure['delay_seconds'])}", *lines]
+    elif failure is not None:
+        lines = [f"sleep {int(failure['delay_seconds'])}",
+                 f"printf '%s\\n' {shlex.quote(failure['stderr'])} >&2",
                  f"exit {failure['exit_code']}"]
     try:
         timeout = int(str(inputs.get("timeoutSeconds") or DEFAULT_EXECUTION_TIMEOUT))
@@ -1370,7 +1375,12 @@ def add_step_failure(req: Any):
     document, code = body.get("document"), body.get("exit_code")
     if not isinstance(document, str) or not document:
         raise admin.AdminError(400, "document is required (a document name)")
-    if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
+    delay = body.get("delay_seconds", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= 3600:
+        raise admin.AdminError(400, "delay_seconds must be an integer 0..3600")
+    if code is None and delay == 0:
+        raise admin.AdminError(400, "exit_code (1..255) or delay_seconds (1..3600) is required")
+    if code is not None and (isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255):
         raise admin.AdminError(400, "exit_code must be an integer 1..255")
     times = body.get("times", 1)
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
@@ -1380,6 +1390,7 @@ def add_step_failure(req: Any):
         raise admin.AdminError(400, "step must be a step name")
     failure = {"id": f"step-failure-{uuid.uuid4().hex[:12]}", "account": req.account,
                "region": req.region, "document": document, "step": step, "exit_code": code,
+               "delay_seconds": delay,
                "stderr": str(body.get("stderr") or f"lab: injected failure (exit {code})"),
                "times": times, "remaining": times, "hits": 0}
     with _lock:

@@ -314,6 +314,27 @@ def test_an_armed_step_failure_fails_that_document_once_then_it_runs_again(lab, 
     assert lab.admin("DELETE", "/_lab/ssm/step-failures", account=fresh_account).json() == {"deleted": 1}
 
 
+def test_a_delayed_step_is_still_in_progress_then_runs_its_own_script(lab, fresh_account):
+    ssm = lab.client("ssm", account=fresh_account)
+    iid = managed_instance(lab, fresh_account)
+    ssm.create_document(Name="Lab-Slow-Doc", DocumentType="Command", DocumentFormat="JSON",
+                        Content=json.dumps(DOC))
+    r = lab.admin("POST", "/_lab/ssm/step-failures", account=fresh_account,
+                  json={"document": "Lab-Slow-Doc", "step": "first", "delay_seconds": 5})
+    assert r.status_code == 201, r.text
+    cid = ssm.send_command(InstanceIds=[iid], DocumentName="Lab-Slow-Doc")["Command"]["CommandId"]
+    time.sleep(0.5)
+    early = ssm.get_command_invocation(CommandId=cid, InstanceId=iid, PluginName="first")
+    assert early["Status"] in ("Pending", "InProgress"), early["Status"]
+    done = wait(ssm, cid, iid, PluginName="first")
+    # After the delay the step's own script ran: not an injected failure.
+    assert (done["Status"], done["ResponseCode"]) == ("Success", 0)
+    assert done["StandardOutputContent"].startswith("hello fast\n")
+    bad = lab.admin("POST", "/_lab/ssm/step-failures", account=fresh_account,
+                    json={"document": "Lab-Slow-Doc", "delay_seconds": 4000})
+    assert bad.status_code == 400
+
+
 def test_long_output_is_truncated_in_the_api_but_whole_in_s3(lab, fresh_account):
     ssm = lab.client("ssm", account=fresh_account)
     s3 = lab.client("s3", account=fresh_account)

@@ -797,6 +797,22 @@ async fn collect_one(
             break inv;
         }
         if started.elapsed() >= cfg.command_timeout {
+            // Recorded, but not journaled as completed: the command runs on, and a rerun
+            // waits for the same command instead of sending it again.
+            run.custody
+                .record(Event {
+                    action: Action::CollectionFailed,
+                    subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
+                    evidence: vec![],
+                    aws_request_ids: vec![],
+                    details: serde_json::json!({
+                        "command_id": command, "document": doc.name, "document_sha256": doc.sha256,
+                        "status": status, "still_running": true,
+                        "waited_minutes": cfg.command_timeout.as_secs() / 60,
+                        "output": format!("s3://{}/{output_prefix}/{command}/", cfg.bucket),
+                    }),
+                })
+                .await?;
             return Err(AnalyzeError::CommandTimeout {
                 document: doc.name.clone(),
                 volume: volume.clone(),

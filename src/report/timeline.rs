@@ -679,6 +679,16 @@ fn what(r: &CustodyRecord, names: &Names) -> Phrase {
             str_of(d, "instance").unwrap_or("?"),
             str_of(d, "command_id").unwrap_or("?"),
         )),
+        Action::CollectionFailed if d.get("still_running").and_then(Value::as_bool) == Some(true) => {
+            Phrase::of(format!(
+                "stopped waiting for {} on volume {} after {} minute(s) (limits.command_timeout_minutes; SSM command {} still {}): a rerun waits for the same command",
+                str_of(d, "document").unwrap_or("?"),
+                resource_id(&r.subject),
+                d.get("waited_minutes").and_then(Value::as_u64).unwrap_or(0),
+                str_of(d, "command_id").unwrap_or("?"),
+                str_of(d, "status").unwrap_or("?"),
+            ))
+        }
         Action::CollectionCompleted | Action::CollectionFailed => {
             let ok = r.action == Action::CollectionCompleted;
             let mut p = if str_of(d, "mode") == Some("local") {

@@ -289,6 +289,68 @@ async fn collection_document_failing_on_the_instance_is_reported_and_a_rerun_sen
 }
 
 #[tokio::test]
+async fn collection_document_that_outlasts_the_command_timeout_is_recorded_and_a_rerun_waits_for_it() {
+    let mut w = Incident::seed().await;
+    let case = "IR-CR-CMD-TIMEOUT";
+    // The disk image takes 20 s more on the first volume; cleanroom waits 0 minutes.
+    lab()
+        .admin(
+            reqwest::Method::POST,
+            &format!("/_lab/ssm/step-failures?region={REGION}"),
+            Some(&w.f.account),
+            Some(json!({"document": w.f.config.ssm.disk_image, "delay_seconds": 20, "times": 1})),
+        )
+        .await
+        .unwrap();
+    w.f.config.limits.command_timeout_minutes = 0;
+    w.f.save();
+    w.acquire(case)
+        .expect_code(1)
+        .stdout_has(&format!("{} on volume vol-", w.f.config.ssm.disk_image))
+        .stdout_has("did not finish within 0 minute(s)")
+        .stdout_has("rerun to keep waiting");
+    let stopped: Vec<_> = w
+        .actions(case, "collection_failed")
+        .await
+        .into_iter()
+        .filter(|r| r["details"]["still_running"] == true)
+        .collect();
+    // Each volume's image command (they run side by side) was still running.
+    assert!(!stopped.is_empty());
+    assert!(
+        stopped.iter().all(|r| r["details"]["document"] == w.f.config.ssm.disk_image.as_str()),
+        "{stopped:#?}"
+    );
+    let commands: Vec<String> =
+        stopped.iter().map(|r| r["details"]["command_id"].as_str().unwrap().to_owned()).collect();
+
+    // The rerun waits for that same command (not a new one) and finishes the case.
+    w.f.config.limits.command_timeout_minutes = 720;
+    w.f.save();
+    w.acquire(case).success().stdout_has("xmrig");
+    let sent: Vec<(String, String)> = w
+        .actions(case, "collection_started")
+        .await
+        .into_iter()
+        .map(|r| (r["details"]["document"].as_str().unwrap().to_owned(), r["details"]["volume"].to_string()))
+        .collect();
+    let mut unique = sent.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), sent.len(), "a document sent twice to a volume: {sent:#?}");
+    assert_eq!(sent.len(), 6, "three documents on two volumes: {sent:#?}");
+    let started = w.actions(case, "collection_started").await;
+    for command in &commands {
+        let n = started.iter().filter(|r| r["details"]["command_id"] == command.as_str()).count();
+        assert_eq!(n, 1, "the command waited for, {command}, is one the case sent once");
+    }
+    let (first, _) = w.teardown_twice(case);
+    first.stdout_has("removed");
+    assert_eq!(w.room(case).await, Room { volumes: 0, instances: 0 });
+    verifies(&w, case);
+}
+
+#[tokio::test]
 async fn acquire_interrupted_after_the_launch_resumes_without_a_second_instance_or_volume() {
     let w = Incident::seed().await;
     let case = "IR-CR-INTERRUPTED";

@@ -195,6 +195,37 @@ async fn recover_lost_creates(journal: &Journal, side: &Side, out: &mut Outcome)
     }
 }
 
+/// Removes every resource of `kind` the case created with `remove` (None: not an id of
+/// that kind), each removal recorded; problems are collected in `out`.
+async fn remove_each<F, Fut>(
+    (journal, custody, side, reporter): (&Journal, &dyn CustodySink, &Side, &dyn Reporter),
+    kind: ResourceKind,
+    doing: &str,
+    out: &mut Outcome,
+    remove: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Option<Result<(bool, Option<String>), CloudError>>>,
+{
+    for e in journal.created(kind, None).await {
+        reporter.step(&e.id, doing);
+        let Some(removed) = remove(e.id.clone()).await else { continue };
+        match removed {
+            Ok((now, request)) => match record(journal, custody, side, &e, request, now).await {
+                Ok(()) => out.removed.push(Removed {
+                    kind: e.kind,
+                    id: e.id.clone(),
+                    account: e.account.clone(),
+                    region: e.region.clone(),
+                    removed_now: now,
+                }),
+                Err(err) => out.errors.push(format!("{}: {err}", e.id)),
+            },
+            Err(err) => out.errors.push(format!("{doing} {}: {err}", e.id)),
+        }
+    }
+}
+
 /// Removes what the case created for analysis.
 pub async fn teardown(
     accounts: &dyn Accounts,
@@ -213,39 +244,29 @@ pub async fn teardown(
     };
     recover_lost_creates(journal, &forensics, &mut out).await;
     // Volumes first (detached, then deleted), then the instances they were on.
-    for e in journal.created(ResourceKind::AnalysisVolume, None).await {
-        reporter.step(&e.id, "removing the analysis volume");
-        let Ok(id) = e.id.parse::<VolumeId>() else { continue };
-        match remove_volume(&forensics, &id, first_poll).await {
-            Ok((now, request)) => match record(journal, custody, &forensics, &e, request, now).await {
-                Ok(()) => out.removed.push(Removed {
-                    kind: e.kind,
-                    id: e.id.clone(),
-                    account: e.account.clone(),
-                    region: e.region.clone(),
-                    removed_now: now,
-                }),
-                Err(err) => out.errors.push(format!("{}: {err}", e.id)),
-            },
-            Err(err) => out.errors.push(format!("volume {}: {err}", e.id)),
-        }
-    }
-    for e in journal.created(ResourceKind::AnalysisInstance, None).await {
-        reporter.step(&e.id, "terminating the analysis instance");
-        let Ok(id) = e.id.parse::<InstanceId>() else { continue };
-        match remove_instance(&forensics, &id).await {
-            Ok((now, request)) => match record(journal, custody, &forensics, &e, request, now).await {
-                Ok(()) => out.removed.push(Removed {
-                    kind: e.kind,
-                    id: e.id.clone(),
-                    account: e.account.clone(),
-                    region: e.region.clone(),
-                    removed_now: now,
-                }),
-                Err(err) => out.errors.push(format!("{}: {err}", e.id)),
-            },
-            Err(err) => out.errors.push(format!("instance {}: {err}", e.id)),
-        }
-    }
+    let side = &forensics;
+    let ctx = (journal, custody, side, reporter);
+    remove_each(
+        ctx,
+        ResourceKind::AnalysisVolume,
+        "removing the analysis volume",
+        &mut out,
+        |id| async move {
+            let id = id.parse::<VolumeId>().ok()?;
+            Some(remove_volume(side, &id, first_poll).await)
+        },
+    )
+    .await;
+    remove_each(
+        ctx,
+        ResourceKind::AnalysisInstance,
+        "terminating the analysis instance",
+        &mut out,
+        |id| async move {
+            let id = id.parse::<InstanceId>().ok()?;
+            Some(remove_instance(side, &id).await)
+        },
+    )
+    .await;
     out
 }

@@ -785,6 +785,24 @@ async fn collect_one(
             id
         }
     };
+    // The custody record of how the command ended (or that it was still running).
+    let outcome =
+        |action: Action, evidence: Vec<crate::pipeline::custody::EvidenceRef>, how: serde_json::Value| {
+            let mut details = serde_json::json!({
+                "command_id": command, "document": doc.name, "document_sha256": doc.sha256,
+                "output": format!("s3://{}/{output_prefix}/{command}/", cfg.bucket),
+            });
+            if let (Some(all), serde_json::Value::Object(how)) = (details.as_object_mut(), how) {
+                all.extend(how);
+            }
+            Event {
+                action,
+                subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
+                evidence,
+                aws_request_ids: vec![],
+                details,
+            }
+        };
     let started = tokio::time::Instant::now();
     let mut delay = run.settings.first_poll;
     let invocation = loop {
@@ -799,20 +817,9 @@ async fn collect_one(
         if started.elapsed() >= cfg.command_timeout {
             // Recorded, but not journaled as completed: the command runs on, and a rerun
             // waits for the same command instead of sending it again.
-            run.custody
-                .record(Event {
-                    action: Action::CollectionFailed,
-                    subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
-                    evidence: vec![],
-                    aws_request_ids: vec![],
-                    details: serde_json::json!({
-                        "command_id": command, "document": doc.name, "document_sha256": doc.sha256,
-                        "status": status, "still_running": true,
-                        "waited_minutes": cfg.command_timeout.as_secs() / 60,
-                        "output": format!("s3://{}/{output_prefix}/{command}/", cfg.bucket),
-                    }),
-                })
-                .await?;
+            let waited = serde_json::json!({"status": status, "still_running": true,
+                "waited_minutes": cfg.command_timeout.as_secs() / 60});
+            run.custody.record(outcome(Action::CollectionFailed, vec![], waited)).await?;
             return Err(AnalyzeError::CommandTimeout {
                 document: doc.name.clone(),
                 volume: volume.clone(),
@@ -826,19 +833,10 @@ async fn collect_one(
     };
     let ok = invocation.status == "Success";
     let logs = agent_logs(run, &format!("{output_prefix}/{command}/")).await?;
-    run.custody
-        .record(Event {
-            action: if ok { Action::CollectionCompleted } else { Action::CollectionFailed },
-            subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
-            evidence: logs,
-            aws_request_ids: vec![],
-            details: serde_json::json!({
-                "command_id": command, "document": doc.name, "document_sha256": doc.sha256, "status": invocation.status,
-                "status_details": invocation.status_details, "response_code": invocation.response_code,
-                "output": format!("s3://{}/{output_prefix}/{command}/", cfg.bucket),
-            }),
-        })
-        .await?;
+    let ended = serde_json::json!({"status": invocation.status, "status_details": invocation.status_details,
+        "response_code": invocation.response_code});
+    let action = if ok { Action::CollectionCompleted } else { Action::CollectionFailed };
+    run.custody.record(outcome(action, logs, ended)).await?;
     run.journal
         .write(fact(
             side,

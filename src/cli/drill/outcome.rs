@@ -56,7 +56,11 @@ pub fn missing_findings(report: &Value, html: &str, expected: &[Expected]) -> Ve
         };
         let digest = text(with_digest, "sha256").trim_start_matches("sha256:");
         if !html.contains(digest) {
-            missing.push(format!("{}: the HTML report does not show its digest {digest}", e.what));
+            missing.push(format!(
+                "{}: the HTML report does not show its digest {}",
+                e.what,
+                sanitize(digest)
+            ));
         }
     }
     missing
@@ -154,7 +158,7 @@ pub fn summary(report: &Value, report_path: &str, key_path: &str, expected: &[Ex
             out.push_str(&format!(
                 "  {}  sha256 {}\n",
                 e.what,
-                text(f, "sha256").trim_start_matches("sha256:")
+                sanitize(text(f, "sha256").trim_start_matches("sha256:"))
             ));
         }
     }

@@ -34,7 +34,15 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     let aws = ctx.connect(&config, &format!("report-{}", args.case)).await;
     // A report never creates a case: refuse (exit 2) when there is none.
     let store = crate::evidence::evidence_store(&aws, &config).await;
-    crate::verify::load_case(store.as_ref(), &args.case).await?;
+    // One HEAD, not a read of the whole chain: opening the case reads and checks it next.
+    let case_file = crate::evidence::layout::case_file(&args.case);
+    if store.head(&case_file, None).await.map_err(|e| Error::failed(e.to_string()))?.is_none() {
+        return Err(crate::evidence::EvidenceError::CaseMissing {
+            case: args.case.to_string(),
+            location: store.location(),
+        }
+        .into());
+    }
     let case = crate::evidence::open_case(&aws, &config, &args.case, &examiner).await?;
     case.seal().await?;
     let loaded = crate::verify::load_case(case.store().as_ref(), &args.case).await?;

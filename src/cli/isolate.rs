@@ -10,7 +10,7 @@ use crate::cloud::Cloud;
 use crate::error::{Error, ExitKind, Result};
 use crate::ids::{AccountId, CaseId, InstanceId, InstanceRef, Region};
 use crate::isolate::workflow::{Outcome, Scope, Settings, Status, isolate};
-use crate::pipeline::custody::{CaseCustody, CustodySink, ReadOnlyCase};
+use crate::pipeline::custody::{CaseCustody, CustodySink, OpeningCase, ReadOnlyCase};
 
 use super::Context;
 
@@ -113,7 +113,7 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     }
     let config = ctx.load_config()?;
     let examiner = ctx.examiner(&config)?;
-    let aws = ctx.connect(&config, &format!("isolate-{}", args.case)).await;
+    let aws = Arc::new(ctx.connect(&config, &format!("isolate-{}", args.case)).await);
     let region = aws.default_region().clone();
 
     if !filters.is_empty() {
@@ -131,24 +131,30 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
     }
     refs.dedup();
 
-    // The case opens (S3) while the instances' accounts are resolved (STS).
-    let custody = async {
-        if args.plan {
-            // --plan writes nothing, not even case.json: it reads the case as it is stored.
-            let store = crate::evidence::evidence_store(&aws, &config).await;
-            ReadOnlyCase::open(store, &args.case)
-                .await
-                .map(|c| Arc::new(c) as Arc<dyn CustodySink>)
-                .map_err(|e| Error::failed(format!("reading case {}: {e}", args.case)))
-        } else {
-            crate::evidence::open_case(&aws, &config, &args.case, &examiner)
-                .await
-                .map(|c| Arc::new(CaseCustody(c)) as Arc<dyn CustodySink>)
-        }
+    // The case opens (STS, KMS, S3) while the instances' accounts are resolved and their
+    // state read: the first write to the case is the prior state, after those reads.
+    let opened_error = Arc::new(std::sync::Mutex::new(None::<Error>));
+    let custody: Arc<dyn CustodySink> = if args.plan {
+        // --plan writes nothing, not even case.json: it reads the case as it is stored.
+        let store = crate::evidence::evidence_store(&aws, &config).await;
+        let case = ReadOnlyCase::open(store, &args.case)
+            .await
+            .map_err(|e| Error::failed(format!("reading case {}: {e}", args.case)))?;
+        Arc::new(case)
+    } else {
+        let (aws, config, case, slot) = (aws.clone(), config.clone(), args.case.clone(), opened_error.clone());
+        Arc::new(OpeningCase::start(async move {
+            match crate::evidence::open_case(&aws, &config, &case, &examiner).await {
+                Ok(c) => Ok(Arc::new(CaseCustody(c)) as Arc<dyn CustodySink>),
+                Err(e) => {
+                    let message = e.to_string();
+                    *slot.lock().expect("open error lock") = Some(e);
+                    Err(message)
+                }
+            }
+        }))
     };
-    let (custody, targets) = futures::join!(custody, resolve(&aws, &refs, &region));
-    let custody = custody?;
-    let targets = targets?;
+    let targets = resolve(&aws, &refs, &region).await?;
 
     let settings = Settings {
         case: args.case.clone(),
@@ -163,6 +169,11 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
         },
     };
     let outcomes = isolate(&settings, targets, custody, ctx.reporter.clone()).await;
+    // A case that did not open stopped every instance before its first change: its
+    // error (and exit code) is the answer.
+    if let Some(e) = opened_error.lock().expect("open error lock").take() {
+        return Err(e);
+    }
     ctx.emit(
         &serde_json::json!({"case": args.case, "plan": args.plan, "instances": outcomes}),
         &render(&outcomes, args.plan),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -203,6 +203,100 @@ struct Inner {
     /// None: records are written unsigned (integrity only, no authenticity).
     signing: Option<CaseSigner>,
     chain: Mutex<Chain>,
+    behind: std::sync::Mutex<Behind>,
+    /// Records queued and not yet settled (written and read back, or failed).
+    pending: tokio::sync::watch::Sender<usize>,
+}
+
+type ReadBackCheck = futures::future::BoxFuture<'static, Result<(), EvidenceError>>;
+type Done = tokio::sync::oneshot::Sender<Result<CustodyReceipt, EvidenceError>>;
+type QueuedEvent = futures::future::BoxFuture<'static, Result<CustodyEvent, EvidenceError>>;
+
+/// A record waiting for the writer.
+struct Queued {
+    event: QueuedEvent,
+    /// `None`: written behind; a failure is kept for `flush`.
+    done: Option<Done>,
+}
+
+/// The records waiting to be written, in order, and what the writer left.
+#[derive(Default)]
+struct Behind {
+    queue: std::collections::VecDeque<Queued>,
+    writing: bool,
+    failures: Vec<String>,
+    /// Why the `case_opened` record could not be written: no record may follow.
+    unopened: Option<String>,
+    /// Items stored whose records are queued, found by `known` meanwhile.
+    items: BTreeMap<String, EvidenceRef>,
+}
+
+/// An item's Object Lock as the manifest lists it.
+struct ItemLock {
+    mode: Option<LockMode>,
+    until: Option<String>,
+    legal_hold: bool,
+}
+
+/// The manifest entry of a stored item and its `evidence_stored` record.
+fn item_event(item: NewItem, key: String, stored: upload::Stored, lock: ItemLock) -> (EvidenceRef, CustodyEvent) {
+    let Digests { size, sha256, sha1, md5 } = stored.digests;
+    let manifest_item = ManifestItem {
+        id: item.id.clone(),
+        account: item.account.to_string(),
+        subject: item.subject.clone(),
+        name: item.name.clone(),
+        source: item.source,
+        method: item.method,
+        derived_from: item.derived_from,
+        acquired_at: utc_ms(OffsetDateTime::now_utc()),
+        size,
+        sha256,
+        sha1,
+        md5,
+        s3_key: key,
+        version_id: stored.version_id,
+        s3_checksum_sha256: stored.s3_checksum,
+        part_size: stored.part_size,
+        lock_mode: lock.mode,
+        retain_until: lock.until,
+        legal_hold: lock.legal_hold,
+    };
+    let evidence = manifest_item.evidence_ref();
+    let event = CustodyEvent {
+        action: Action::EvidenceStored,
+        subject: item.subject,
+        evidence: vec![evidence.clone()],
+        aws_request_ids: stored.request_ids,
+        details: serde_json::json!({ "item": manifest_item, "adopted_existing_object": stored.adopted }),
+    };
+    (evidence, event)
+}
+
+/// A record written, to be read back (outside the chain lock).
+struct ReadBack {
+    key: String,
+    version_id: Option<String>,
+    bytes: bytes::Bytes,
+    hash: String,
+    seq: u64,
+}
+
+impl ReadBack {
+    async fn check(self, store: &dyn ObjectStore) -> Result<(), EvidenceError> {
+        let back = get_all(store, &self.key, self.version_id.as_deref(), MAX_RECORD_BYTES + 1)
+            .await
+            .map_err(EvidenceError::store(format!("reading back custody record {}", self.seq)))?;
+        if back != self.bytes {
+            return Err(EvidenceError::ReadBackMismatch {
+                key: self.key,
+                version_id: self.version_id,
+                expected: self.hash,
+                found: digest::sha256_tagged(&back),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The `details` of a record: given, or a checkpoint over the head the record follows
@@ -282,7 +376,8 @@ impl Case {
         Self::open_inner(store, case, actor, tool, config_digest, retention, Some(signing)).await
     }
 
-    async fn open_inner(
+    /// [`Case::open_signed`] with the signing key already read (or none).
+    pub(crate) async fn open_inner(
         store: Arc<dyn ObjectStore>,
         case: &CaseId,
         actor: Actor,
@@ -302,23 +397,43 @@ impl Case {
                 retention,
                 signing,
                 chain: Mutex::new(Chain::default()),
+                behind: Default::default(),
+                pending: tokio::sync::watch::Sender::new(0),
             }),
         };
-        let case_ref = this.ensure_case_file(&config_digest).await?;
-        this.ensure_public_key().await?;
-        let mut chain = this.inner.chain.lock().await;
-        this.catch_up(&mut chain, None).await?;
-        let empty = chain.head.is_none();
-        drop(chain);
-        if empty {
-            this.record(CustodyEvent {
-                action: Action::CaseOpened,
-                subject: format!("case:{case}"),
-                evidence: vec![case_ref],
-                aws_request_ids: vec![],
-                details: serde_json::json!({ "config_digest": config_digest }),
-            })
-            .await?;
+        // case.json, the public key and the chain so far, at once; a new case's
+        // `case_opened` record waits behind (for case.json's read-back), not the caller.
+        let (case_file, key, caught_up) = futures::join!(
+            this.ensure_case_file(&config_digest),
+            this.ensure_public_key(),
+            async {
+                let mut chain = this.inner.chain.lock().await;
+                this.catch_up(&mut chain, None).await.map(|_| chain.head.is_none())
+            }
+        );
+        let (case_ref, check) = case_file?;
+        key?;
+        let empty = caught_up?;
+        let event = CustodyEvent {
+            action: Action::CaseOpened,
+            subject: format!("case:{case}"),
+            evidence: vec![case_ref],
+            aws_request_ids: vec![],
+            details: serde_json::json!({ "config_digest": config_digest }),
+        };
+        match (empty, check) {
+            (true, check) => this.enqueue(
+                async move {
+                    if let Some(check) = check {
+                        check.await?;
+                    }
+                    Ok(event)
+                }
+                .boxed(),
+                None,
+            ),
+            (false, Some(check)) => check.await?,
+            (false, None) => {}
         }
         Ok(this)
     }
@@ -385,7 +500,11 @@ impl Case {
         }
     }
 
-    async fn ensure_case_file(&self, config_digest: &str) -> Result<EvidenceRef, EvidenceError> {
+    /// case.json created (its read-back returned, to await) or the one there read.
+    async fn ensure_case_file(
+        &self,
+        config_digest: &str,
+    ) -> Result<(EvidenceRef, Option<ReadBackCheck>), EvidenceError> {
         let store = &self.inner.store;
         let key = layout::case_file(&self.inner.case);
         let now = OffsetDateTime::now_utc();
@@ -410,8 +529,43 @@ impl Case {
             lock: self.inner.retention.lock(now),
             if_absent: true,
         };
-        let (written, version_id) = match store.put(put).await {
-            Ok(w) => (true, w.version_id),
+        let version_id = match store.put(put).await {
+            Ok(w) => {
+                // Written now: read back (and parsed) beside whatever comes next.
+                let r = EvidenceRef {
+                    id: "case.json".into(),
+                    sha256: digest::sha256_tagged(&bytes),
+                    s3_key: key.clone(),
+                    version_id: w.version_id.clone(),
+                };
+                let this = self.clone();
+                let check = tokio::spawn(async move {
+                    let stored = get_all(this.inner.store.as_ref(), &key, w.version_id.as_deref(), CASE_FILE_LIMIT)
+                        .await
+                        .map_err(EvidenceError::store(format!("reading back {key}")))?;
+                    if stored != bytes {
+                        return Err(EvidenceError::ReadBackMismatch {
+                            key,
+                            version_id: w.version_id,
+                            expected: digest::sha256_tagged(&bytes),
+                            found: digest::sha256_tagged(&stored),
+                        });
+                    }
+                    Ok(())
+                });
+                let case = self.case_str().to_owned();
+                let check = check
+                    .map(move |r| {
+                        r.unwrap_or_else(|e| {
+                            Err(EvidenceError::RecordsNotWritten {
+                                case,
+                                failures: vec![format!("reading back case.json stopped: {e}")],
+                            })
+                        })
+                    })
+                    .boxed();
+                return Ok((r, Some(check)));
+            }
             Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
                 // Another process (or an earlier run) created it: read its original
                 // version, since a later one is someone writing over case.json.
@@ -419,21 +573,13 @@ impl Case {
                     .list_versions(&key)
                     .await
                     .map_err(EvidenceError::store(format!("listing versions of {key}")))?;
-                (false, original_versions(&versions).remove(&key).and_then(|(v, _)| v))
+                original_versions(&versions).remove(&key).and_then(|(v, _)| v)
             }
             Err(e) => return Err(EvidenceError::store(format!("creating {key}"))(e)),
         };
         let stored = get_all(store.as_ref(), &key, version_id.as_deref(), CASE_FILE_LIMIT)
             .await
             .map_err(EvidenceError::store(format!("reading back {key}")))?;
-        if written && stored != bytes {
-            return Err(EvidenceError::ReadBackMismatch {
-                key,
-                version_id,
-                expected: digest::sha256_tagged(&bytes),
-                found: digest::sha256_tagged(&stored),
-            });
-        }
         let parsed: CaseFile = serde_json::from_slice(&stored).map_err(|e| EvidenceError::Corrupt {
             case: self.case_str().into(),
             key: key.clone(),
@@ -448,12 +594,15 @@ impl Case {
                 problem: format!("names case {:?}", parsed.case),
             });
         }
-        Ok(EvidenceRef {
-            id: "case.json".into(),
-            sha256: digest::sha256_tagged(&stored),
-            s3_key: key,
-            version_id,
-        })
+        Ok((
+            EvidenceRef {
+                id: "case.json".into(),
+                sha256: digest::sha256_tagged(&stored),
+                s3_key: key,
+                version_id,
+            },
+            None,
+        ))
     }
 
     /// Reads records after the known head until the first absent one, each from its
@@ -524,25 +673,152 @@ impl Case {
         }
     }
 
-    /// Appends one custody record, signed when the case has a signing key. Fork-proof:
-    /// the record is written only if its key (its sequence number) is still free; when
-    /// another process took it, this one reads that record, checks it, and retries at
-    /// the next number.
+    /// Appends one custody record, signed when the case has a signing key, and returns
+    /// once it is written and read back. Fork-proof: the record is written only if its
+    /// key (its sequence number) is still free; when another process took it, this one
+    /// reads that record, checks it, and retries at the next number. Records go through
+    /// one queue per case, in the order they were asked for (see [`Case::record_behind`]).
     pub async fn record(&self, event: CustodyEvent) -> Result<CustodyReceipt, EvidenceError> {
-        // Error text reaches details (a failed step's message): no secret may be locked
-        // into the record with it.
-        let details = Details::Given(crate::redact::scrub_json(event.details.clone()));
-        self.append(event, details).await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(futures::future::ready(Ok(event)).boxed(), Some(tx));
+        rx.await.unwrap_or_else(|_| Err(self.writer_gone()))
     }
 
+    /// Takes the record's place in the chain now and writes it in the background: the
+    /// caller goes on (a change waiting on nothing but evidence already stored).
+    /// [`Case::flush`] waits for it and reports a record that could not be written.
+    pub fn record_behind(&self, event: CustodyEvent) {
+        self.enqueue(futures::future::ready(Ok(event)).boxed(), None);
+    }
+
+    /// Waits until every record asked for so far is written and read back; the ones
+    /// written behind that failed, each once.
+    pub async fn flush(&self) -> Result<(), EvidenceError> {
+        let mut pending = self.inner.pending.subscribe();
+        // The sender lives in `inner`, which outlives this borrow: wait_for cannot fail.
+        let _ = pending.wait_for(|n| *n == 0).await;
+        let failures = std::mem::take(&mut self.inner.behind.lock().expect("behind lock").failures);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(EvidenceError::RecordsNotWritten { case: self.case_str().into(), failures })
+        }
+    }
+
+    fn writer_gone(&self) -> EvidenceError {
+        EvidenceError::RecordsNotWritten {
+            case: self.case_str().into(),
+            failures: vec!["the custody writer stopped before writing this record".into()],
+        }
+    }
+
+    /// Queues a record whose event is ready when `event` resolves (an item's record
+    /// waits for its read-back, already running); starts the writer when idle.
+    fn enqueue(&self, event: QueuedEvent, done: Option<Done>) {
+        self.inner.pending.send_modify(|n| *n += 1);
+        let start = {
+            let mut b = self.inner.behind.lock().expect("behind lock");
+            b.queue.push_back(Queued { event, done });
+            !std::mem::replace(&mut b.writing, true)
+        };
+        if start {
+            let case = self.clone();
+            tokio::spawn(async move { case.write_queued().await });
+        }
+    }
+
+    /// The writer: appends queued records one at a time, in order; each record's
+    /// read-back runs beside the next record's PUT.
+    async fn write_queued(&self) {
+        loop {
+            let next = {
+                let mut b = self.inner.behind.lock().expect("behind lock");
+                match b.queue.pop_front() {
+                    Some(q) => q,
+                    None => {
+                        b.writing = false;
+                        return;
+                    }
+                }
+            };
+            let poisoned = self.inner.behind.lock().expect("behind lock").unopened.clone();
+            let appended = match next.event.await {
+                Ok(event) if event.action != Action::CaseOpened && poisoned.is_some() => {
+                    Err(EvidenceError::RecordsNotWritten {
+                        case: self.case_str().into(),
+                        failures: vec![format!(
+                            "the case's opening record was not written, so no record may follow it: {}",
+                            poisoned.unwrap_or_default()
+                        )],
+                    })
+                }
+                Ok(event) => {
+                    // Error text reaches details (a failed step's message): no secret
+                    // may be locked into the record with it.
+                    let details = Details::Given(crate::redact::scrub_json(event.details.clone()));
+                    let opening = event.action == Action::CaseOpened;
+                    let r = self.append(event, details).await;
+                    if opening {
+                        self.inner.behind.lock().expect("behind lock").unopened =
+                            r.as_ref().err().map(ToString::to_string);
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            match appended {
+                Ok((receipt, read_back)) => {
+                    let case = self.clone();
+                    tokio::spawn(async move {
+                        let checked = match read_back {
+                            Some(r) => r.check(case.inner.store.as_ref()).await,
+                            None => Ok(()),
+                        };
+                        case.settle(next.done, checked.map(|()| receipt));
+                    });
+                }
+                Err(e) => self.settle(next.done, Err(e)),
+            }
+        }
+    }
+
+    /// One queued record is done: its waiter told, or its failure kept for `flush`.
+    fn settle(&self, done: Option<Done>, result: Result<CustodyReceipt, EvidenceError>) {
+        match done {
+            Some(tx) => {
+                let _ = tx.send(result);
+            }
+            None => {
+                if let Err(e) = result {
+                    tracing::error!(case = %self.inner.case, "custody record not written: {e}");
+                    self.inner.behind.lock().expect("behind lock").failures.push(e.to_string());
+                }
+            }
+        }
+        self.inner.pending.send_modify(|n| *n -= 1);
+    }
+
+    /// The record's read-back is left to the caller (outside the chain lock, so the next
+    /// record's PUT need not wait for it).
     async fn append(
         &self,
         event: CustodyEvent,
         details: Details<'_>,
-    ) -> Result<CustodyReceipt, EvidenceError> {
+    ) -> Result<(CustodyReceipt, Option<ReadBack>), EvidenceError> {
         let case = &self.inner.case;
         let mut chain = self.inner.chain.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
+            if let (Action::CaseOpened, Some(head)) = (event.action, &chain.head) {
+                // Another process opened the case first (its record is the first): this
+                // opening has nothing to add.
+                let receipt = CustodyReceipt {
+                    seq: head.seq,
+                    hash: head.hash.clone(),
+                    s3_key: layout::custody_record(case, head.seq),
+                    version_id: None,
+                };
+                return Ok((receipt, None));
+            }
             let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
             let now = OffsetDateTime::now_utc();
             let (details, request_ids) = match &details {
@@ -611,36 +887,33 @@ impl Case {
             };
             match self.inner.store.put(put).await {
                 Ok(w) => {
-                    let back = get_all(
-                        self.inner.store.as_ref(),
-                        &key,
-                        w.version_id.as_deref(),
-                        MAX_RECORD_BYTES + 1,
-                    )
-                    .await
-                    .map_err(EvidenceError::store(format!("reading back custody record {seq}")))?;
-                    if back != bytes {
-                        return Err(EvidenceError::ReadBackMismatch {
+                    if let Some(stored) = &w.checksum_sha256
+                        && stored != &b64(&sha256_raw(&bytes))
+                    {
+                        return Err(EvidenceError::ChecksumMismatch {
                             key,
-                            version_id: w.version_id,
-                            expected: record.hash.clone(),
-                            found: digest::sha256_tagged(&back),
+                            sent: b64(&sha256_raw(&bytes)),
+                            stored: stored.clone(),
                         });
                     }
                     chain.apply(&record);
-                    return Ok(CustodyReceipt {
+                    let read_back = ReadBack {
+                        key: key.clone(),
+                        version_id: w.version_id.clone(),
+                        bytes: bytes.into(),
+                        hash: record.hash.clone(),
                         seq,
-                        hash: record.hash,
-                        s3_key: key,
-                        version_id: w.version_id,
-                    });
+                    };
+                    let receipt =
+                        CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id: w.version_id };
+                    return Ok((receipt, Some(read_back)));
                 }
                 Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
                     if self.catch_up(&mut chain, Some(&record.hash)).await? {
                         // Our own earlier attempt landed (a retried request).
                         let versions = self.inner.store.list_versions(&key).await.unwrap_or_default();
                         let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
-                        return Ok(CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id });
+                        return Ok((CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id }, None));
                     }
                     tracing::debug!(%case, seq, "custody seq taken by another writer; caught up and retrying");
                 }
@@ -695,7 +968,13 @@ impl Case {
             aws_request_ids: vec![],
             details: serde_json::Value::Null,
         };
-        self.append(event, Details::Checkpoint { signer, key: &key, public_key_s3_key }).await
+        self.flush().await?;
+        let (receipt, read_back) =
+            self.append(event, Details::Checkpoint { signer, key: &key, public_key_s3_key }).await?;
+        if let Some(r) = read_back {
+            r.check(self.inner.store.as_ref()).await?;
+        }
+        Ok(receipt)
     }
 
     /// The stored item with this id, if any (re-reads the chain tail first, so items
@@ -707,6 +986,9 @@ impl Case {
     }
 
     pub(crate) async fn known(&self, id: &str) -> Option<EvidenceRef> {
+        if let Some(r) = self.inner.behind.lock().expect("behind lock").items.get(id) {
+            return Some(r.clone());
+        }
         self.inner.chain.lock().await.items.get(id).map(ManifestItem::evidence_ref)
     }
 
@@ -735,16 +1017,18 @@ impl Case {
             return Ok(r);
         }
         let bytes = canonical(value);
+        let lock = self.lock_now();
         let stored = upload::store_bytes(
             self.inner.store.as_ref(),
             &item.id,
             &key,
             bytes.into(),
             "application/json",
-            self.lock_now(),
+            lock.clone(),
         )
         .await?;
-        self.finish_item(item, key, stored).await
+        let sent = (!stored.adopted).then_some(&lock);
+        self.finish_item(item, key, stored, sent).await
     }
 
     /// Stores bytes held in memory as an evidence item (a decoded UserData, a
@@ -759,16 +1043,18 @@ impl Case {
         if let Some(r) = self.known(&item.id).await {
             return Ok(r);
         }
+        let lock = self.lock_now();
         let stored = upload::store_bytes(
             self.inner.store.as_ref(),
             &item.id,
             &key,
             bytes.into(),
             content_type,
-            self.lock_now(),
+            lock.clone(),
         )
         .await?;
-        self.finish_item(item, key, stored).await
+        let sent = (!stored.adopted).then_some(&lock);
+        self.finish_item(item, key, stored, sent).await
     }
 
     /// Streams a file of any size into the case (multipart above 16 MiB, parallel
@@ -795,7 +1081,7 @@ impl Case {
             reporter,
         )
         .await?;
-        self.finish_item(item, key, stored).await
+        self.finish_item(item, key, stored, None).await
     }
 
     /// Records an object another principal wrote at the item's key (the clean room's
@@ -868,7 +1154,7 @@ impl Case {
             request_ids: vec![],
             adopted: true,
         };
-        Ok((self.finish_item(item, key, stored).await?, rehashed))
+        Ok((self.finish_item(item, key, stored, None).await?, rehashed))
     }
 
     /// The lock of an object written now (the operational journal uses the case's).
@@ -880,55 +1166,138 @@ impl Case {
         self.inner.retention.lock(OffsetDateTime::now_utc())
     }
 
+    /// Records a stored item (awaited). `sent`: the lock this process just wrote the
+    /// version with, which is the lock it has (S3 refuses a PUT whose lock it cannot
+    /// apply); otherwise a HEAD reads it.
     async fn finish_item(
         &self,
         item: NewItem,
         key: String,
         stored: upload::Stored,
+        sent: Option<&ObjectLock>,
     ) -> Result<EvidenceRef, EvidenceError> {
+        let lock = self.lock_of(&key, stored.version_id.as_deref(), sent).await?;
+        let (evidence, event) = item_event(item, key, stored, lock);
+        self.record(event).await?;
+        Ok(evidence)
+    }
+
+    async fn lock_of(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        sent: Option<&ObjectLock>,
+    ) -> Result<ItemLock, EvidenceError> {
+        if let Some(ObjectLock { retention: Some((mode, until)), legal_hold }) = sent {
+            // S3 keeps retain-until in whole seconds, as it was sent.
+            let until = until.replace_nanosecond(0).unwrap_or(*until);
+            return Ok(ItemLock { mode: Some(*mode), until: Some(utc_ms(until)), legal_hold: *legal_hold });
+        }
         let meta = self
             .inner
             .store
-            .head(&key, stored.version_id.as_deref())
+            .head(key, version_id)
             .await
             .map_err(EvidenceError::store(format!("HEAD {key}")))?;
-        let Digests { size, sha256, sha1, md5 } = stored.digests;
-        let manifest_item = ManifestItem {
+        Ok(ItemLock {
+            mode: meta.as_ref().and_then(|m| m.lock_mode),
+            until: meta.as_ref().and_then(|m| m.retain_until).map(utc_ms),
+            legal_hold: meta.as_ref().is_some_and(|m| m.legal_hold),
+        })
+    }
+
+    /// [`Case::store_json`] that returns as soon as S3 holds the bytes (S3 checked their
+    /// SHA-256 before answering): the read-back and the `evidence_stored` record follow
+    /// behind, the record in its place in the queue, so nothing recorded after it can
+    /// come before it. For the evidence a change must wait for (the prior state), not
+    /// for the record of it. An object already at the key that no record names (a run
+    /// stopped after writing it and before its record) is adopted as the item, recorded
+    /// as recovered, and its bytes returned: it is the earlier observation.
+    pub async fn store_json_early(
+        &self,
+        item: NewItem,
+        value: &serde_json::Value,
+    ) -> Result<(EvidenceRef, Option<bytes::Bytes>), EvidenceError> {
+        let key = self.evidence_key(&item)?;
+        if let Some(r) = self.known(&item.id).await {
+            return Ok((r, None));
+        }
+        let bytes: bytes::Bytes = canonical(value).into();
+        let lock = self.lock_now();
+        let store = self.inner.store.as_ref();
+        let Some(stored) = upload::put_unread(store, &key, bytes.clone(), "application/json", &lock).await?
+        else {
+            return self.recover(item, key, &bytes).await;
+        };
+        let evidence = EvidenceRef {
             id: item.id.clone(),
-            account: item.account.to_string(),
-            subject: item.subject.clone(),
-            name: item.name.clone(),
-            source: item.source,
-            method: item.method,
-            derived_from: item.derived_from,
-            acquired_at: utc_ms(OffsetDateTime::now_utc()),
-            size,
-            sha256,
-            sha1,
-            md5,
+            sha256: stored.digests.sha256.clone(),
             s3_key: key.clone(),
             version_id: stored.version_id.clone(),
-            s3_checksum_sha256: stored.s3_checksum,
-            part_size: stored.part_size,
-            lock_mode: meta.as_ref().and_then(|m| m.lock_mode),
-            retain_until: meta.as_ref().and_then(|m| m.retain_until).map(utc_ms),
-            legal_hold: meta.as_ref().is_some_and(|m| m.legal_hold),
         };
-        let evidence = manifest_item.evidence_ref();
-        self.record(CustodyEvent {
-            action: Action::EvidenceStored,
-            subject: item.subject,
-            evidence: vec![evidence.clone()],
-            aws_request_ids: stored.request_ids,
-            details: serde_json::json!({ "item": manifest_item, "adopted_existing_object": stored.adopted }),
-        })
-        .await?;
-        Ok(evidence)
+        self.inner.behind.lock().expect("behind lock").items.insert(item.id.clone(), evidence.clone());
+        let case = self.clone();
+        let recorded = tokio::spawn(async move {
+            let store = case.inner.store.as_ref();
+            upload::read_back(store, &key, stored.version_id.as_deref(), &bytes).await?;
+            let lock = case.lock_of(&key, stored.version_id.as_deref(), Some(&lock)).await?;
+            Ok(item_event(item, key, stored, lock).1)
+        });
+        let case = self.case_str().to_owned();
+        self.enqueue(
+            recorded
+                .map(move |r| {
+                    r.unwrap_or_else(|e| {
+                        Err(EvidenceError::RecordsNotWritten {
+                            case,
+                            failures: vec![format!("reading back an item stopped: {e}")],
+                        })
+                    })
+                })
+                .boxed(),
+            None,
+        );
+        Ok((evidence, None))
+    }
+
+    /// The item's key is taken: its original version is adopted (the same bytes: a
+    /// retried PUT; other bytes: an interrupted run's, returned).
+    async fn recover(
+        &self,
+        item: NewItem,
+        key: String,
+        ours: &[u8],
+    ) -> Result<(EvidenceRef, Option<bytes::Bytes>), EvidenceError> {
+        let store = self.inner.store.as_ref();
+        let versions =
+            store.list_versions(&key).await.map_err(EvidenceError::store(format!("listing versions of {key}")))?;
+        let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
+        let existing = get_all(store, &key, version_id.as_deref(), SMALL_OBJECT_LIMIT)
+            .await
+            .map_err(EvidenceError::store(format!("reading {key}")))?;
+        let stored = upload::Stored {
+            digests: digest::digests_of(&existing),
+            version_id: version_id.clone(),
+            s3_checksum: b64(&sha256_raw(&existing)),
+            part_size: None,
+            request_ids: vec![],
+            adopted: true,
+        };
+        let recovered = existing != ours;
+        let lock = self.lock_of(&key, version_id.as_deref(), None).await?;
+        let (evidence, mut event) = item_event(item, key, stored, lock);
+        if recovered {
+            tracing::warn!(item = %evidence.id, "adopting the item an interrupted run stored (its record was not written)");
+            event.details["recovered_after_interruption"] = serde_json::Value::Bool(true);
+        }
+        self.record(event).await?;
+        Ok((evidence, recovered.then_some(existing)))
     }
 
     /// Writes `manifest.json` (a new version each time) listing every item and the
     /// custody head, and records `manifest_sealed` with its digest and version.
     pub async fn seal(&self) -> Result<(Manifest, EvidenceRef), EvidenceError> {
+        self.flush().await?;
         let (items, head) = {
             let mut chain = self.inner.chain.lock().await;
             self.catch_up(&mut chain, None).await?;

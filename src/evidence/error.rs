@@ -43,6 +43,11 @@ pub enum EvidenceError {
     )]
     ChainContended { case: String, seq: u64, attempts: u32 },
     #[error(
+        "custody records of case {case} were not written:\n{}\nfix: the changes they describe were made; rerun the command: it reads the state again and records it",
+        failures.iter().map(|f| format!("  {}", sanitize(f))).collect::<Vec<_>>().join("\n")
+    )]
+    RecordsNotWritten { case: String, failures: Vec<String> },
+    #[error(
         "no case {case} in {location}\nfix: check the case id (`cleanroom cases` lists them) and the evidence bucket in the configuration"
     )]
     CaseMissing { case: String, location: String },

@@ -98,8 +98,24 @@ pub async fn open_case(
     examiner: &str,
 ) -> Result<Case, crate::error::Error> {
     let clients = aws.forensics().await;
-    let who =
-        crate::aws::identity::caller_identity(&clients.sts).await.map_err(crate::error::Error::failed)?;
+    let signer = config.forensics.signing_key_arn.as_ref().map(|arn| {
+        Arc::new(crate::aws::kms::KmsSigner::new(clients.kms.clone(), arn.clone())) as Arc<dyn signing::Signer>
+    });
+    // Who the caller is (STS), the binary's digest (a read of the whole binary) and the
+    // signing key (KMS), at once: each is one round trip or more on AWS.
+    let (who, tool, signing) = futures::join!(
+        crate::aws::identity::caller_identity(&clients.sts),
+        tokio::task::spawn_blocking(tool_info),
+        async {
+            match signer {
+                Some(s) => signing::CaseSigner::new(s).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    );
+    let who = who.map_err(crate::error::Error::failed)?;
+    let tool = tool.map_err(|e| crate::error::Error::failed(format!("hashing the cleanroom binary: {e}")))?;
+    let signing = signing?;
     let actor = Actor {
         examiner: examiner.into(),
         principal_arn: who.arn,
@@ -108,19 +124,11 @@ pub async fn open_case(
     };
     let store = evidence_store(aws, config).await;
     let retention = Retention::explicit(LockMode::Compliance, config.forensics.retention_days);
-    let opened = match &config.forensics.signing_key_arn {
-        Some(arn) => {
-            let signer = Arc::new(crate::aws::kms::KmsSigner::new(clients.kms.clone(), arn.clone()));
-            Case::open_signed(store, case, actor, tool_info(), config_digest(config), retention, signer)
-                .await?
-        }
-        None => {
-            tracing::warn!(
-                case = %case,
-                "NO SIGNING KEY CONFIGURED: the custody records of this case are not signed; anyone who can write to the evidence bucket could forge them, and `verify` can prove integrity only (set forensics.signing_key_arn)"
-            );
-            Case::open_with(store, case, actor, tool_info(), config_digest(config), retention).await?
-        }
-    };
-    Ok(opened)
+    if signing.is_none() {
+        tracing::warn!(
+            case = %case,
+            "NO SIGNING KEY CONFIGURED: the custody records of this case are not signed; anyone who can write to the evidence bucket could forge them, and `verify` can prove integrity only (set forensics.signing_key_arn)"
+        );
+    }
+    Ok(Case::open_inner(store, case, actor, tool, config_digest(config), retention, signing).await?)
 }

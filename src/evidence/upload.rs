@@ -89,13 +89,61 @@ async fn put_small(
     if_absent: bool,
 ) -> Result<Stored, EvidenceError> {
     let digests = digest::digests_of(&body);
+    match put(store, key, body.clone(), content_type, &lock, if_absent).await? {
+        Some(stored) => {
+            read_back(store, key, stored.version_id.as_deref(), &body).await?;
+            Ok(stored)
+        }
+        None => {
+            let existing = read_hash(store, key, None).await?;
+            if existing.0.sha256 != digests.sha256 {
+                return Err(EvidenceError::Conflict {
+                    id: id.into(),
+                    key: key.into(),
+                    existing: existing.0.sha256,
+                    new: digests.sha256,
+                });
+            }
+            Ok(Stored {
+                s3_checksum: b64(&sha256_raw(&body)),
+                digests,
+                version_id: existing.1,
+                part_size: None,
+                request_ids: vec![],
+                adopted: true,
+            })
+        }
+    }
+}
+
+/// One PUT of a new small object, `If-None-Match`, S3 checking its SHA-256; not read
+/// back yet (see [`read_back`]). `None`: the key is taken.
+pub(crate) async fn put_unread(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: Bytes,
+    content_type: &'static str,
+    lock: &ObjectLock,
+) -> Result<Option<Stored>, EvidenceError> {
+    put(store, key, body, content_type, lock, true).await
+}
+
+async fn put(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: Bytes,
+    content_type: &'static str,
+    lock: &ObjectLock,
+    if_absent: bool,
+) -> Result<Option<Stored>, EvidenceError> {
+    let digests = digest::digests_of(&body);
     let sha_b64 = b64(&sha256_raw(&body));
     let put = PutObject {
         key: key.into(),
-        body: body.clone(),
+        body,
         sha256_b64: sha_b64.clone(),
         content_type,
-        lock,
+        lock: lock.clone(),
         if_absent,
     };
     match store.put(put).await {
@@ -109,47 +157,39 @@ async fn put_small(
                     stored: stored.clone(),
                 });
             }
-            let back = get_all(store, key, w.version_id.as_deref(), body.len() + 1)
-                .await
-                .map_err(EvidenceError::store(format!("reading back {key}")))?;
-            if back != body {
-                return Err(EvidenceError::ReadBackMismatch {
-                    key: key.into(),
-                    version_id: w.version_id,
-                    expected: digests.sha256,
-                    found: digest::sha256_tagged(&back),
-                });
-            }
-            Ok(Stored {
+            Ok(Some(Stored {
                 digests,
                 version_id: w.version_id,
                 s3_checksum: sha_b64,
                 part_size: None,
                 request_ids: w.request_id.into_iter().collect(),
                 adopted: false,
-            })
+            }))
         }
-        Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
-            let existing = read_hash(store, key, None).await?;
-            if existing.0.sha256 != digests.sha256 {
-                return Err(EvidenceError::Conflict {
-                    id: id.into(),
-                    key: key.into(),
-                    existing: existing.0.sha256,
-                    new: digests.sha256,
-                });
-            }
-            Ok(Stored {
-                digests,
-                version_id: existing.1,
-                s3_checksum: sha_b64,
-                part_size: None,
-                request_ids: vec![],
-                adopted: true,
-            })
-        }
+        Err(e) if e.is(StoreErrorKind::PreconditionFailed) => Ok(None),
         Err(e) => Err(EvidenceError::store(format!("writing {key}"))(e)),
     }
+}
+
+/// Reads a version just written and compares it with what was sent.
+pub(crate) async fn read_back(
+    store: &dyn ObjectStore,
+    key: &str,
+    version_id: Option<&str>,
+    sent: &[u8],
+) -> Result<(), EvidenceError> {
+    let back = get_all(store, key, version_id, sent.len() + 1)
+        .await
+        .map_err(EvidenceError::store(format!("reading back {key}")))?;
+    if back != sent {
+        return Err(EvidenceError::ReadBackMismatch {
+            key: key.into(),
+            version_id: version_id.map(str::to_owned),
+            expected: digest::sha256_tagged(sent),
+            found: digest::sha256_tagged(&back),
+        });
+    }
+    Ok(())
 }
 
 /// Streams an object through the three digests (and part digests when `part_size`);

@@ -7,13 +7,17 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::pipeline::custody::{Action, CustodyError, CustodySink, Event, EvidenceRef, Item};
+use crate::pipeline::custody::{Action, CustodyError, CustodySink, Early, Event, EvidenceRef, Item};
 
 /// An in-memory case for tests with the fake cloud.
 #[derive(Default)]
 pub struct MemoryCustody {
     pub events: Mutex<Vec<Event>>,
     pub items: Mutex<BTreeMap<String, (EvidenceRef, serde_json::Value)>>,
+    /// What the store holds by item id, recorded or not (objects outlive a crash).
+    objects: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Records written behind that failed, for `flush`.
+    failures: Mutex<Vec<String>>,
     /// Virtual time a store takes: (sequential S3 calls, latency of each).
     store_latency: Option<(u32, std::time::Duration)>,
     /// Crash after this many more writes (records and stores): every later write
@@ -32,7 +36,8 @@ struct Crash {
 
 impl MemoryCustody {
     /// Each store takes `calls` sequential round trips of `latency` (the evidence
-    /// store's item write: PUT, read-back GET, HEAD, custody record PUT = 4).
+    /// store's item write: PUT, read-back GET, HEAD, custody record PUT = 4); an early
+    /// store, one (its PUT: the rest follows behind).
     pub fn with_store_latency(calls: u32, latency: std::time::Duration) -> Self {
         Self { store_latency: Some((calls, latency)), ..Self::default() }
     }
@@ -70,6 +75,18 @@ impl MemoryCustody {
         Ok(())
     }
 
+    /// Records an item's EvidenceStored event (the store already holds it).
+    fn record_item(&self, item: Item, r: &EvidenceRef, value: serde_json::Value) {
+        self.items.lock().expect("custody lock").insert(item.id, (r.clone(), value));
+        self.events.lock().expect("custody lock").push(Event {
+            action: Action::EvidenceStored,
+            subject: item.subject,
+            evidence: vec![r.clone()],
+            aws_request_ids: vec![],
+            details: serde_json::json!({"name": item.name, "source": item.source, "method": item.method}),
+        });
+    }
+
     pub fn actions(&self) -> Vec<Action> {
         self.events.lock().expect("custody lock").iter().map(|e| e.action).collect()
     }
@@ -105,7 +122,6 @@ impl CustodySink for MemoryCustody {
             return Ok(r.clone());
         }
         self.write()?;
-        let mut items = self.items.lock().expect("custody lock");
         let r = EvidenceRef {
             id: item.id.clone(),
             sha256: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
@@ -113,15 +129,64 @@ impl CustodySink for MemoryCustody {
             version_id: None,
         };
         let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        items.insert(item.id, (r.clone(), value));
-        self.events.lock().expect("custody lock").push(Event {
-            action: Action::EvidenceStored,
-            subject: item.subject,
-            evidence: vec![r.clone()],
-            aws_request_ids: vec![],
-            details: serde_json::json!({"name": item.name, "source": item.source, "method": item.method}),
-        });
+        self.objects.lock().expect("custody lock").insert(item.id.clone(), value.clone());
+        self.record_item(item, &r, value);
         Ok(r)
+    }
+
+    /// Two writes, as the evidence store makes them: the object (the caller waits),
+    /// then its record (behind: a failure is kept for `flush`, the caller goes on).
+    async fn store_json_early(&self, item: Item, value: &serde_json::Value) -> Result<Early, CustodyError> {
+        use sha2::Digest;
+        if let Some((latency_calls, latency)) = self.store_latency {
+            tokio::time::sleep(latency * latency_calls.min(1)).await;
+        }
+        if let Some((r, _)) = self.items.lock().expect("custody lock").get(&item.id) {
+            return Ok(Early { evidence: r.clone(), recovered: None });
+        }
+        let digest = |v: &serde_json::Value| {
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(serde_json::to_vec(v).unwrap_or_default())))
+        };
+        let found = self.objects.lock().expect("custody lock").get(&item.id).cloned();
+        if let Some(existing) = found {
+            // Stored by a run that stopped before its record: adopted, recorded now.
+            self.write()?;
+            let r = EvidenceRef {
+                id: item.id.clone(),
+                sha256: digest(&existing),
+                s3_key: format!("memory/{}", item.id),
+                version_id: None,
+            };
+            let recovered = (existing != *value).then(|| existing.clone());
+            self.record_item(item, &r, existing);
+            return Ok(Early { evidence: r, recovered });
+        }
+        self.write()?;
+        self.objects.lock().expect("custody lock").insert(item.id.clone(), value.clone());
+        let r = EvidenceRef {
+            id: item.id.clone(),
+            sha256: digest(value),
+            s3_key: format!("memory/{}", item.id),
+            version_id: None,
+        };
+        match self.write() {
+            Ok(()) => self.record_item(item, &r, value.clone()),
+            Err(e) => self.failures.lock().expect("custody lock").push(e.0),
+        }
+        Ok(Early { evidence: r, recovered: None })
+    }
+
+    async fn record_behind(&self, event: Event) -> Result<(), CustodyError> {
+        match self.write() {
+            Ok(()) => self.events.lock().expect("custody lock").push(event),
+            Err(e) => self.failures.lock().expect("custody lock").push(e.0),
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), CustodyError> {
+        let failures = std::mem::take(&mut *self.failures.lock().expect("custody lock"));
+        if failures.is_empty() { Ok(()) } else { Err(CustodyError(failures.join("; "))) }
     }
 
     async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {

@@ -196,8 +196,9 @@ impl GroupRegistry {
                             vec![Rule::all(false, V4_ANY), Rule::all(false, V6_ANY), Rule::all(true, V6_ANY)],
                         ),
                     };
-                    // Recorded while its rules are fixed, so before any ENI goes onto it:
-                    // only recorded groups are trusted.
+                    // Stored while its rules are fixed, so before any ENI goes onto it (only
+                    // recorded groups are trusted); its record follows behind, and a rerun
+                    // that finds the group unrecorded adopts it by its exact name.
                     let (recorded, fixed) = futures::join!(
                         self.record(custody, &id, vpc, purpose, &name, false),
                         fix_rules(cloud, &id, &revoke, &add)
@@ -307,7 +308,7 @@ impl GroupRegistry {
             recorded_at: crate::cli::isolate::now_rfc3339(),
         };
         let value = serde_json::to_value(&record).expect("group record serialises");
-        custody.store_json(item, &value).await.map(|_| ()).map_err(|e| e.to_string())
+        custody.store_json_early(item, &value).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// Before a step 1: if a fail-closed fallback emptied the allow-all group since it

@@ -396,8 +396,16 @@ pub async fn isolate(
                             ready.warnings.extend(tampered);
                             ready.warnings.extend(sharing_warning(&roles, &others, settings.controls));
                             ready.others = others.ok();
+                            if let Ok(true) = stored {
+                                // Planned again from a recovered prior state: its groups too.
+                                let again = ready_groups(cloud.as_ref(), custody.as_ref(), &registry, &p.plan).await;
+                                ready.groups.extend(again.groups);
+                                ready.calls.extend(again.calls);
+                                ready.errors.extend(again.errors);
+                                ready.warnings.extend(again.warnings);
+                            }
                             match stored {
-                                Ok(()) => Ok((p, ready)),
+                                Ok(_) => Ok((p, ready)),
                                 Err(e) => Err(format!(
                                     "the prior state could not be stored, so nothing was changed on the instance: {e}"
                                 )),
@@ -454,7 +462,16 @@ pub async fn isolate(
         })
         .buffered(concurrency)
         .collect::<Vec<Outcome>>();
-    let ((), outcomes) = futures::join!(acting, finishing);
+    let ((), mut outcomes) = futures::join!(acting, finishing);
+    // Records written behind (prior states, plans, groups) must be in the chain before
+    // the command reports: one that is not makes every change of the run unproven.
+    if let Err(e) = custody.flush().await {
+        for o in outcomes.iter_mut().filter(|o| matches!(o.status, Status::Isolated | Status::AlreadyIsolated)) {
+            o.status = Status::Failed;
+            o.message = format!("contained, but the custody chain is incomplete; rerun to record it: {e}");
+            o.errors.push(e.to_string());
+        }
+    }
     outcomes
 }
 
@@ -622,26 +639,48 @@ fn ids(calls: &[Call]) -> Vec<String> {
     calls.iter().filter_map(|c| c.request_id.clone()).collect()
 }
 
-/// The prior state of `p` stored as evidence (recording EvidenceStored), unless a
-/// previous run stored it or nothing is to change.
+/// The prior state of `p` stored as evidence, unless a previous run stored it or
+/// nothing is to change; then the intended changes queued in the chain. Returns once
+/// the store holds the prior state: its read-back and both records are written behind
+/// (in that order, before every later record), so the first change waits on the
+/// evidence only. True when a run that stopped before recording it had stored one:
+/// that one is the state before any change, and the plan is made again from it.
 async fn store_prior(
     settings: &Settings,
     p: &mut Prepared,
     custody: &dyn CustodySink,
-) -> Result<(), CustodyError> {
+) -> Result<bool, CustodyError> {
+    let mut recovered = false;
     if p.stored.is_none() {
         let item = prior_state_new_item(&p.scope.account, &p.id);
         let value = serde_json::to_value(&p.prior).expect("prior state serialises");
-        // Storing the item records its own EvidenceStored custody event.
-        let r = custody.store_json(item, &value).await?;
+        let early = custody.store_json_early(item, &value).await?;
+        if let Some(found) = early.recovered {
+            p.prior = serde_json::from_value(found)
+                .map_err(|e| CustodyError(format!("the prior state found in the case is unreadable: {e}")))?;
+            let docs = deny_docs(p.scope.cloud.as_ref(), &settings.case, &p.prior.profile_roles)
+                .await
+                .map_err(|e| CustodyError(format!("reading the deny policies again: {e}")))?;
+            p.plan = decide(
+                &settings.case,
+                &p.arn,
+                &p.obs,
+                &p.prior,
+                p.registry.found(),
+                &docs,
+                settings.controls,
+            );
+            recovered = true;
+        }
         tracing::info!("{}: prior state stored", p.id);
-        p.stored = Some(r);
+        p.stored = Some(early.evidence);
     }
     if !p.plan.is_empty() {
-        // Write-ahead: the intended changes are in the chain before any is made, so a
-        // crash between the changes and their records leaves the intent on record.
+        // Write-ahead: the intended changes take their place in the chain before any
+        // is made (a crash before they are written leaves the prior state, which a
+        // rerun adopts and plans from again).
         custody
-            .record(Event {
+            .record_behind(Event {
                 action: Action::ContainmentPlanned,
                 subject: p.arn.clone(),
                 evidence: p.stored.iter().cloned().collect(),
@@ -650,7 +689,7 @@ async fn store_prior(
             })
             .await?;
     }
-    Ok(())
+    Ok(recovered)
 }
 
 /// The case's groups one instance needs, ready before its changes start, and what was

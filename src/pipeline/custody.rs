@@ -3,6 +3,8 @@
 //! `crate::evidence::Case` implements it ([`CaseCustody`]); [`ReadOnlyCase`] serves
 //! `--plan` from the real case without writing; tests use the fake's memory case.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::Serialize;
 
@@ -30,9 +32,32 @@ pub struct Item {
 #[error("evidence store: {0}")]
 pub struct CustodyError(pub String);
 
+/// What [`CustodySink::store_json_early`] stored.
+#[derive(Debug, Clone)]
+pub struct Early {
+    pub evidence: EvidenceRef,
+    /// The item was already in the store, written by a run that stopped before its
+    /// record: adopted (and now recorded) as the item; this is what it holds.
+    pub recovered: Option<serde_json::Value>,
+}
+
 #[async_trait]
 pub trait CustodySink: Send + Sync {
     async fn record(&self, event: Event) -> Result<(), CustodyError>;
+    /// Takes the record's place in the order now, and writes it without the caller
+    /// waiting; [`CustodySink::flush`] reports it if it could not be written.
+    async fn record_behind(&self, event: Event) -> Result<(), CustodyError> {
+        self.record(event).await
+    }
+    /// Stores the item and returns once the store holds it; its read-back and its
+    /// record follow behind, in order (the evidence a change waits for, not its record).
+    async fn store_json_early(&self, item: Item, value: &serde_json::Value) -> Result<Early, CustodyError> {
+        self.store_json(item, value).await.map(|evidence| Early { evidence, recovered: None })
+    }
+    /// Waits for everything written behind; what could not be written.
+    async fn flush(&self) -> Result<(), CustodyError> {
+        Ok(())
+    }
     /// Stores the item and records its EvidenceStored custody event (as the evidence
     /// store's case does); storing an id already stored returns it and writes nothing.
     async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError>;
@@ -108,6 +133,24 @@ fn new_item(item: Item) -> crate::evidence::NewItem {
 impl CustodySink for CaseCustody {
     async fn record(&self, event: Event) -> Result<(), CustodyError> {
         self.0.record(event).await.map(|_| ()).map_err(fail)
+    }
+
+    async fn record_behind(&self, event: Event) -> Result<(), CustodyError> {
+        self.0.record_behind(event);
+        Ok(())
+    }
+
+    async fn store_json_early(&self, item: Item, value: &serde_json::Value) -> Result<Early, CustodyError> {
+        let (evidence, existing) = self.0.store_json_early(new_item(item), value).await.map_err(fail)?;
+        let recovered = existing
+            .map(|b| serde_json::from_slice(&b))
+            .transpose()
+            .map_err(|e| CustodyError(format!("item {} found in the store is not JSON: {e}", evidence.id)))?;
+        Ok(Early { evidence, recovered })
+    }
+
+    async fn flush(&self) -> Result<(), CustodyError> {
+        self.0.flush().await.map_err(fail)
     }
 
     async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
@@ -253,5 +296,84 @@ impl CustodySink for ReadOnlyCase {
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, CustodyError> {
         self.store.list(prefix).await.map_err(fail)
+    }
+}
+
+/// A case still opening: every call waits for it to open, so the stages' first reads
+/// (which need no case) overlap with the case's own round trips.
+pub struct OpeningCase {
+    case: futures::future::Shared<futures::future::BoxFuture<'static, Result<Arc<dyn CustodySink>, String>>>,
+}
+
+impl OpeningCase {
+    /// Starts opening now (a task of its own); `open`'s error is for the caller to keep.
+    pub fn start(
+        open: impl std::future::Future<Output = Result<Arc<dyn CustodySink>, String>> + Send + 'static,
+    ) -> Self {
+        use futures::FutureExt;
+        let task = tokio::spawn(open);
+        let case = async move { task.await.unwrap_or_else(|e| Err(format!("opening the case stopped: {e}"))) }
+            .boxed()
+            .shared();
+        Self { case }
+    }
+
+    async fn get(&self) -> Result<Arc<dyn CustodySink>, CustodyError> {
+        self.case.clone().await.map_err(|e| CustodyError(format!("the case did not open: {e}")))
+    }
+}
+
+#[async_trait]
+impl CustodySink for OpeningCase {
+    async fn record(&self, event: Event) -> Result<(), CustodyError> {
+        self.get().await?.record(event).await
+    }
+    async fn record_behind(&self, event: Event) -> Result<(), CustodyError> {
+        self.get().await?.record_behind(event).await
+    }
+    async fn store_json_early(&self, item: Item, value: &serde_json::Value) -> Result<Early, CustodyError> {
+        self.get().await?.store_json_early(item, value).await
+    }
+    async fn flush(&self) -> Result<(), CustodyError> {
+        self.get().await?.flush().await
+    }
+    async fn store_json(&self, item: Item, value: &serde_json::Value) -> Result<EvidenceRef, CustodyError> {
+        self.get().await?.store_json(item, value).await
+    }
+    async fn store_bytes(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<EvidenceRef, CustodyError> {
+        self.get().await?.store_bytes(item, bytes, content_type).await
+    }
+    async fn load_json(&self, id: &str) -> Result<Option<(EvidenceRef, serde_json::Value)>, CustodyError> {
+        self.get().await?.load_json(id).await
+    }
+    async fn find(&self, id: &str) -> Result<Option<EvidenceRef>, CustodyError> {
+        self.get().await?.find(id).await
+    }
+    async fn seal(&self) -> Result<(EvidenceRef, usize), CustodyError> {
+        self.get().await?.seal().await
+    }
+    async fn adopt(
+        &self,
+        item: Item,
+        version_id: Option<&str>,
+        reported: &crate::evidence::digest::Digests,
+        rehash_limit: u64,
+    ) -> Result<(EvidenceRef, bool), CustodyError> {
+        self.get().await?.adopt(item, version_id, reported, rehash_limit).await
+    }
+    async fn read_object(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, CustodyError> {
+        self.get().await?.read_object(key, limit).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, CustodyError> {
+        self.get().await?.list(prefix).await
     }
 }

@@ -490,6 +490,64 @@ async fn a_crash_at_any_custody_write_then_a_rerun_completes() {
     }
 }
 
+// Issue 12: records are written behind the changes. Custody writes that fail from
+// write k on while the cloud goes on for a while (changes made, their records lost, as
+// when the process dies before its queue drains): the run is never a success, and a
+// rerun completes from the original prior state, which it finds stored but unrecorded
+// and adopts.
+#[tokio::test(start_paused = true)]
+async fn records_lost_behind_the_changes_fail_the_run_and_a_rerun_adopts_the_prior_state() {
+    let clean = World::new(FakeCloud::new());
+    let id = clean.cloud.seed_service_instance();
+    clean.isolate(std::slice::from_ref(&id)).await;
+    let total = clean.custody.writes();
+
+    // The process dies n cloud calls after the first lost record: part way through
+    // the changes (a rerun must plan from the prior state, not from what it sees), or
+    // after all of them.
+    for (k, n) in (0..total).flat_map(|k| (0..16).chain([1000]).map(move |n| (k, n))) {
+        let k = format!("{k} (process dies {n} calls later)");
+        let w = World::new(FakeCloud::new());
+        let id = w.cloud.seed_service_instance();
+        let before = w.cloud.snapshot();
+        let cloud = w.cloud.clone();
+        w.custody.crash_after_writes(k.split(' ').next().unwrap().parse().unwrap(), move || cloud.crash_after(n));
+        let first = w.isolate(std::slice::from_ref(&id)).await;
+        assert_ne!(first[0].status, Status::Isolated, "records lost from write {k}: {:#?}", first[0]);
+        w.custody.heal();
+        w.cloud.heal();
+        let again = w.isolate(std::slice::from_ref(&id)).await;
+        assert!(
+            matches!(again[0].status, Status::Isolated | Status::AlreadyIsolated),
+            "rerun after records lost from write {k}: {:#?}",
+            again[0]
+        );
+        assert_contained(&w, &id);
+        assert_eq!(w.cloud.case_groups_of(&case(), Purpose::Isolation).len(), 1, "records lost from write {k}");
+        assert_eq!(w.custody.actions().last(), Some(&Action::ContainmentVerified), "records lost from write {k}");
+        let items = w.custody.items.lock().unwrap();
+        let prior = items.iter().find(|(k, _)| k.ends_with("prior-state.json")).unwrap().1.1.clone();
+        let want: Vec<String> =
+            before.instances[&id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
+        let got: Vec<String> = prior["enis"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["groups"][0].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(got, want, "records lost from write {k}: the prior state is the original");
+        drop(items);
+        // And release puts it back as it was.
+        let released = w.release(&id).await;
+        assert!(released.ok, "release after records lost from write {k}: {released:#?}");
+        assert_eq!(
+            w.cloud.eni_groups(&id),
+            before.instances[&id].enis.iter().map(|e| before.enis[e].groups.clone()).collect::<Vec<_>>(),
+            "records lost from write {k}"
+        );
+    }
+}
+
 // A dead process's scope: the same case through a second scope sees the first run's
 // groups as the case's own (recorded), not as tampering.
 #[tokio::test(start_paused = true)]

@@ -93,6 +93,8 @@ async fn killed_between_the_evidence_write_and_its_custody_record_rerun_adopts_t
 async fn a_failed_custody_write_is_a_resumable_failure_and_leaves_no_gap() {
     let store = Arc::new(MemoryStore::new("fail"));
     let case = open_mem(&store, "IR-FAIL").await.unwrap();
+    // The case_opened record is written behind the opening: written by now.
+    case.flush().await.unwrap();
     store.set_faults(Faults { fail_write: Some(1), ..Default::default() });
     let event = || CustodyEvent {
         action: Action::Verified,
@@ -105,6 +107,37 @@ async fn a_failed_custody_write_is_a_resumable_failure_and_leaves_no_gap() {
     assert_eq!(cleanroom::error::Error::from(err).kind(), ExitKind::Failed);
     let r = case.record(event()).await.unwrap();
     assert_eq!(r.seq, 2, "the failed attempt took no sequence number");
+}
+
+// Issue 12: the case_opened record is written behind the opening. When it cannot be
+// written, no record may follow it (a chain must open with it): every later one fails,
+// flush says so, and the next opening of the case writes it first.
+#[tokio::test]
+async fn a_case_opened_record_that_fails_behind_lets_no_record_follow_it() {
+    let store = Arc::new(MemoryStore::with_default_lock("unopened", LockMode::Compliance, 30));
+    // Writes 1 and 2 are case.json and the public key; write 3, the case_opened
+    // record, fails.
+    store.set_faults(Faults { fail_write: Some(3), ..Default::default() });
+    let case = open_mem(&store, "IR-UNOPENED").await.unwrap();
+    let event = CustodyEvent {
+        action: Action::Verified,
+        subject: "s".into(),
+        evidence: vec![],
+        aws_request_ids: vec![],
+        details: serde_json::json!({}),
+    };
+    let err = case.record(event.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("opening record was not written"), "{err}");
+    case.record_behind(event.clone());
+    let err = case.flush().await.unwrap_err();
+    assert_eq!(cleanroom::error::Error::from(err).kind(), ExitKind::Failed);
+    assert_eq!(case.head().await, None, "nothing was appended");
+
+    let again = open_mem(&store, "IR-UNOPENED").await.unwrap();
+    let r = again.record(event).await.unwrap();
+    assert_eq!(r.seq, 2, "case_opened first, then this record");
+    let report = verify_case(store.as_ref(), again.id(), &local_trust()).await.unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
 }
 
 #[tokio::test]

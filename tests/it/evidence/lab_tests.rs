@@ -388,3 +388,71 @@ async fn per_volume_outputs_live_one_folder_below_their_instance() {
             .unwrap();
     assert!(report.verified(), "{:#?}", report.findings);
 }
+
+// Issue 12: the prior state is stored early (a change waits for its PUT only); its
+// read-back and its record follow behind, in their place: before every record asked
+// for after it. The chain verifies, and the item carries the lock S3 applied.
+#[tokio::test]
+async fn an_early_item_is_read_back_and_recorded_behind_in_its_place() {
+    let f = Forensics::seed().await;
+    let case = open(&f, "IR-LAB-EARLY").await;
+    let value = serde_json::json!({"state": "before"});
+    let (r, found) = case.store_json_early(item(&f.account, "prior.json"), &value).await.unwrap();
+    assert!(found.is_none());
+    case.record_behind(CustodyEvent {
+        action: Action::ContainmentPlanned,
+        subject: "arn:aws:ec2:eu-west-1:123456789012:instance/i-0123456789abcdef0".into(),
+        evidence: vec![r.clone()],
+        aws_request_ids: vec![],
+        details: serde_json::json!({"plan": "swap"}),
+    });
+    case.flush().await.unwrap();
+    let store = s3_store(&f);
+    let loaded = cleanroom::verify::load_case(store.as_ref(), &case_id("IR-LAB-EARLY")).await.unwrap();
+    let actions: Vec<Action> = loaded.chain().map(|r| r.action).collect();
+    assert_eq!(actions, [Action::CaseOpened, Action::EvidenceStored, Action::ContainmentPlanned]);
+    let stored = &loaded.items()[&r.id];
+    let meta = store.head(&r.s3_key, r.version_id.as_deref()).await.unwrap().unwrap();
+    assert_eq!(stored.lock_mode, meta.lock_mode);
+    assert_eq!(stored.retain_until, meta.retain_until.map(cleanroom::evidence::case::utc_ms));
+    let report = cleanroom::verify::verify_case(store.as_ref(), &case_id("IR-LAB-EARLY"), &kms_trust(&f).await)
+        .await
+        .unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
+}
+
+// Issue 12: a run that stored the prior state and stopped before its record (written
+// behind) left an object no record names. The next run adopts that object, the
+// earlier observation, returns it, and says in the record that it was recovered.
+#[tokio::test]
+async fn an_item_stored_without_its_record_is_adopted_as_recovered() {
+    let f = Forensics::seed().await;
+    let case = open(&f, "IR-LAB-RECOVER").await;
+    case.flush().await.unwrap();
+    let it = item(&f.account, "prior.json");
+    let key = format!("cases/IR-LAB-RECOVER/evidence/{}/i-0123456789abcdef0/prior.json", f.account);
+    let before = cleanroom::evidence::custody::canonical(&serde_json::json!({"state": "before"}));
+    let store = s3_store(&f);
+    store
+        .put(cleanroom::evidence::store::PutObject {
+            key: key.clone(),
+            sha256_b64: cleanroom::evidence::digest::b64(&cleanroom::evidence::digest::sha256_raw(&before)),
+            body: before.clone().into(),
+            content_type: "application/json",
+            lock: cleanroom::evidence::store::ObjectLock { retention: None, legal_hold: false },
+            if_absent: true,
+        })
+        .await
+        .unwrap();
+
+    let (r, found) = case.store_json_early(it, &serde_json::json!({"state": "after"})).await.unwrap();
+    assert_eq!(found.as_deref(), Some(&before[..]), "the earlier observation is returned");
+    assert_eq!(r.sha256, cleanroom::evidence::digest::sha256_tagged(&before));
+    case.flush().await.unwrap();
+    let loaded = cleanroom::verify::load_case(store.as_ref(), &case_id("IR-LAB-RECOVER")).await.unwrap();
+    let record = loaded.chain().find(|r| r.action == Action::EvidenceStored).unwrap();
+    assert_eq!(record.details["recovered_after_interruption"], true);
+    assert_eq!(record.details["adopted_existing_object"], true);
+    let versions = store.list_versions(&key).await.unwrap();
+    assert_eq!(versions.len(), 1, "no second version: {versions:?}");
+}

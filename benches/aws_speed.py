@@ -79,15 +79,22 @@ def account():
     return f"4{os.getpid() % 100000:05d}{next(counter):06d}"
 
 
+FORENSICS = {}
+
+
 def forensics():
     acct = account()
+    FORENSICS["account"] = acct
     client("iam", acct).create_role(RoleName="CleanroomForensics", AssumeRolePolicyDocument=TRUST(HOME))
     s3 = client("s3", acct)
     bucket = f"bench-evidence-{acct}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
-    key = client("kms", acct).create_key()["KeyMetadata"]["Arn"]
+    kms = client("kms", acct)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    # Signed records, as the templates and README set a case up: one KMS Sign per record.
+    signing = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
     cfg = f"""examiner = "Bench Examiner, cleanroom lab"
 [forensics]
 account_id = "{acct}"
@@ -95,6 +102,7 @@ role_arn = "arn:aws:iam::{acct}:role/CleanroomForensics"
 region = "{REGION}"
 evidence_bucket = "{bucket}"
 kms_key_arn = "{key}"
+signing_key_arn = "{signing}"
 retention_days = 1
 [member]
 role_name = "CleanroomResponder"
@@ -224,7 +232,11 @@ def cleanroom(config, *argv):
     return {"wall_s": wall, "to_isolation_s": iso_end - t0,
             "self_reported_isolated_after_s": max(o["isolated_after_ms"] or 0 for o in out["instances"]) / 1000.0,
             "statuses": dict(statuses), "calls_to_isolation": summarise_calls(log, iso_end),
-            "chain_to_isolation": chain_depth(log, iso_end), "calls_total": summarise_calls(log),
+            "chain_to_isolation": chain_depth(log, iso_end),
+            # The same without the forensics account's calls (case, evidence, records,
+            # signatures): the suspect side's chain, which the evidence calls run beside.
+            "chain_to_isolation_suspect_side": chain_depth([e for e in log if e["account"] != FORENSICS["account"]], iso_end),
+            "calls_total": summarise_calls(log),
             "log": log, "t0": t0}
 
 
@@ -273,6 +285,11 @@ def awsir(iid, case_number):
             "chain_to_isolation": chain_depth(plugins, iso_end) if iso_end else None,
             "calls_plugins_to_isolation": summarise_calls(plugins, iso_end), "calls_plugins": summarise_calls(plugins),
             "calls_total": summarise_calls(log)}
+
+
+def mean_answer(log: list[dict]) -> float:
+    """What a request took in this lab (latency + the lab's own work), on average."""
+    return sum(e["end"] - e["start"] for e in log) / max(1, len(log))
 
 
 def median(xs):
@@ -353,7 +370,13 @@ try:
         rt = lambda s: s / LATENCY_S
         ratio = mine["to_isolation_s"] / ir["plugins_to_isolation_s"]
         ratio_svc = svc["to_isolation_s"] / ir["plugins_to_isolation_s"]
-        results["one"]["ratios"] = {"cleanroom_plain_vs_aws_ir_plugins": ratio, "cleanroom_service_vs_aws_ir_plugins": ratio_svc}
+        # The issue's measure for both tools: process start to isolation (aws_ir's case
+        # setup, which inventories every region, is part of what its user waits for).
+        ratio_process = mine["to_isolation_s"] / ir["process_to_isolation_s"]
+        ratio_process_svc = svc["to_isolation_s"] / ir["process_to_isolation_s"]
+        results["one"]["ratios"] = {"cleanroom_plain_vs_aws_ir_process": ratio_process,
+                                    "cleanroom_service_vs_aws_ir_process": ratio_process_svc,
+                                    "cleanroom_plain_vs_aws_ir_plugins": ratio, "cleanroom_service_vs_aws_ir_plugins": ratio_svc}
         lines += [
             f"[load {ir['load']}] aws_ir 0.3.3 containment plugins, 1 plain instance: isolation after {ir['plugins_to_isolation_s']:.3f} s "
             f"from the plugins' start = {rt(ir['plugins_to_isolation_s']):.1f} round trips of {args.latency_ms:g} ms "
@@ -369,10 +392,15 @@ try:
             f"{svc['to_isolation_s']:.3f} s = {rt(svc['to_isolation_s']):.1f} round trips ({svc['chain_to_isolation']} sequential in the log); "
             f"{svc['calls_to_isolation']['requests']} calls before it {svc['calls_to_isolation']['by_service']}, "
             f"{svc['calls_total']['requests']} in all ({svc['wall_s']:.2f} s wall); isolation checked: {svc['isolation_checked']}",
-            f"  ratio cleanroom plain / aws_ir plugins (time to isolation, same lab, same run): {ratio:.2f} (goal <= 0.25)",
-            f"  ratio cleanroom service / aws_ir plugins: {ratio_svc:.2f}",
-            f"  round trips, cleanroom plain: {rt(mine['to_isolation_s']):.1f} by time, {mine['chain_to_isolation']} sequential in the log (goal <= 8); "
+            f"  ratio cleanroom / aws_ir, process start to isolation for both (same lab, same run): plain {ratio_process:.2f}, "
+            f"service {ratio_process_svc:.2f} (goal <= 0.25)",
+            f"  ratio cleanroom from process start / aws_ir's plugins alone (its case setup left out): plain {ratio:.2f}, service {ratio_svc:.2f}",
+            f"  round trips to isolation (goal <= 8), cleanroom plain: {rt(mine['to_isolation_s']):.1f} by time, "
+            f"{mine['chain_to_isolation']} sequential in the log, {mine['chain_to_isolation_suspect_side']} on the suspect's side; "
+            f"service: {rt(svc['to_isolation_s']):.1f} by time, {svc['chain_to_isolation']} in the log, "
+            f"{svc['chain_to_isolation_suspect_side']} on the suspect's side; "
             f"aws_ir plugins: {rt(ir['plugins_to_isolation_s']):.1f} by time, {ir['chain_to_isolation']} sequential",
+            f"  mean lab answer time at {args.latency_ms:g} ms latency: {1000 * mean_answer(mine['log']):.1f} ms",
         ]
         open(f"{bench}/aws-one-log.json", "w").write(json.dumps({"plain": mine["log"], "service": svc["log"]}, indent=1))
 

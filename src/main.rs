@@ -40,7 +40,19 @@ fn main() -> ExitCode {
             return ExitCode::from(ExitKind::Failed as u8);
         }
     };
-    match runtime.block_on(cli::run(cli, reporter)) {
+    let outcome = runtime.block_on(async {
+        let outcome = cli::run(cli, reporter).await;
+        // Records written behind the command's own waits are in the chain before exit.
+        match (outcome, cleanroom::evidence::case::flush_opened().await) {
+            (outcome, Ok(())) => outcome,
+            (Ok(_), Err(e)) => Err(cleanroom::error::Error::from(e)),
+            (Err(first), Err(e)) => {
+                eprintln!("error: {}", redact::scrub(&e.to_string()));
+                Err(first)
+            }
+        }
+    });
+    match outcome {
         Ok(kind) => ExitCode::from(kind as u8),
         Err(e) => {
             // Display, not Debug: the user reads this in the worst hour of their year.

@@ -178,7 +178,8 @@ pub fn utc_ms(t: OffsetDateTime) -> String {
 #[derive(Debug, Default)]
 struct Chain {
     head: Option<ChainHead>,
-    items: BTreeMap<String, ManifestItem>,
+    /// Read without the chain lock, which an append holds across its Sign and PUT.
+    items: Arc<std::sync::Mutex<BTreeMap<String, ManifestItem>>>,
 }
 
 impl Chain {
@@ -188,7 +189,7 @@ impl Chain {
             && let Some(item) =
                 r.details.get("item").and_then(|v| serde_json::from_value::<ManifestItem>(v.clone()).ok())
         {
-            self.items.entry(item.id.clone()).or_insert(item);
+            self.items.lock().expect("items lock").entry(item.id.clone()).or_insert(item);
         }
     }
 }
@@ -203,6 +204,8 @@ struct Inner {
     /// None: records are written unsigned (integrity only, no authenticity).
     signing: Option<CaseSigner>,
     chain: Mutex<Chain>,
+    /// The chain's items (the same map as `chain`'s).
+    items: Arc<std::sync::Mutex<BTreeMap<String, ManifestItem>>>,
     behind: std::sync::Mutex<Behind>,
     /// Records queued and not yet settled (written and read back, or failed).
     pending: tokio::sync::watch::Sender<usize>,
@@ -229,6 +232,23 @@ struct Behind {
     unopened: Option<String>,
     /// Items stored whose records are queued, found by `known` meanwhile.
     items: BTreeMap<String, EvidenceRef>,
+}
+
+/// Runs `work` now, on a task of its own; its result when awaited (a task that stopped
+/// is a failure of `what`).
+fn spawned<T: Send + 'static>(
+    case: &str,
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, EvidenceError>> + Send + 'static,
+) -> futures::future::BoxFuture<'static, Result<T, EvidenceError>> {
+    let case = case.to_owned();
+    tokio::spawn(work)
+        .map(move |r| {
+            r.unwrap_or_else(|e| {
+                Err(EvidenceError::RecordsNotWritten { case, failures: vec![format!("{what} stopped: {e}")] })
+            })
+        })
+        .boxed()
 }
 
 /// An item's Object Lock as the manifest lists it.
@@ -318,6 +338,27 @@ pub(crate) fn original_versions(versions: &[Version]) -> BTreeMap<String, (Optio
     out
 }
 
+/// Every case this process opened: the binary waits for their records before it exits.
+static OPENED: std::sync::Mutex<Vec<Case>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits for the records still being written behind in every case this process opened
+/// (a command flushes its own; this is the last word before the process exits, so no
+/// record is lost with it); what could not be written.
+pub async fn flush_opened() -> Result<(), EvidenceError> {
+    let cases = std::mem::take(&mut *OPENED.lock().expect("opened lock"));
+    let mut failures = Vec::new();
+    for case in cases {
+        if let Err(e) = case.flush().await {
+            failures.push(e.to_string());
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(EvidenceError::RecordsNotWritten { case: "opened by this process".into(), failures })
+    }
+}
+
 /// An open case: records custody and stores evidence. Cheap to clone, Send + Sync.
 #[derive(Clone)]
 pub struct Case {
@@ -387,6 +428,7 @@ impl Case {
         signing: Option<CaseSigner>,
     ) -> Result<Case, EvidenceError> {
         let host = HostInfo::current();
+        let items = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let this = Case {
             inner: Arc::new(Inner {
                 store,
@@ -396,11 +438,13 @@ impl Case {
                 host,
                 retention,
                 signing,
-                chain: Mutex::new(Chain::default()),
+                chain: Mutex::new(Chain { head: None, items: items.clone() }),
+                items,
                 behind: Default::default(),
                 pending: tokio::sync::watch::Sender::new(0),
             }),
         };
+        OPENED.lock().expect("opened lock").push(this.clone());
         // case.json, the public key and the chain so far, at once; a new case's
         // `case_opened` record waits behind (for case.json's read-back), not the caller.
         let (case_file, key, caught_up) = futures::join!(
@@ -411,9 +455,21 @@ impl Case {
                 this.catch_up(&mut chain, None).await.map(|_| chain.head.is_none())
             }
         );
-        let (case_ref, check) = case_file?;
-        key?;
+        let (case_ref, case_check) = case_file?;
+        let key_check = key?;
         let empty = caught_up?;
+        let check: Option<ReadBackCheck> = match (case_check, key_check) {
+            (None, None) => None,
+            (a, b) => Some(
+                async move {
+                    for c in [a, b].into_iter().flatten() {
+                        c.await?;
+                    }
+                    Ok(())
+                }
+                .boxed(),
+            ),
+        };
         let event = CustodyEvent {
             action: Action::CaseOpened,
             subject: format!("case:{case}"),
@@ -457,7 +513,7 @@ impl Case {
 
     /// Every item stored so far, by id.
     pub async fn items(&self) -> Vec<ManifestItem> {
-        self.inner.chain.lock().await.items.values().cloned().collect()
+        self.inner.items.lock().expect("items lock").values().cloned().collect()
     }
 
     /// `sha256:` of the public key this case signs with, if it signs.
@@ -472,31 +528,31 @@ impl Case {
     /// Stores the signing key's public key as `keys/<sha256>.pem` unless it is there.
     /// Someone else's bytes under that name do not stop the case (verify reports them):
     /// the key that counts is the one KMS holds.
-    async fn ensure_public_key(&self) -> Result<(), EvidenceError> {
-        let Some(signing) = &self.inner.signing else { return Ok(()) };
+    async fn ensure_public_key(&self) -> Result<Option<ReadBackCheck>, EvidenceError> {
+        let Some(signing) = &self.inner.signing else { return Ok(None) };
         let Some(key) = layout::public_key(&self.inner.case, &signing.key.fingerprint) else {
-            return Ok(());
+            return Ok(None);
         };
-        match upload::store_bytes(
-            self.inner.store.as_ref(),
-            &key,
-            &key,
-            signing.key.pem().into_bytes().into(),
-            "application/x-pem-file",
-            self.lock_now(),
-        )
-        .await
+        let pem: bytes::Bytes = signing.key.pem().into_bytes().into();
+        let store = self.inner.store.clone();
+        match upload::put_unread(store.as_ref(), &key, pem.clone(), "application/x-pem-file", &self.lock_now())
+            .await?
         {
-            Ok(_) => Ok(()),
-            Err(EvidenceError::Conflict { existing, .. }) => {
-                tracing::warn!(
-                    key,
-                    existing,
-                    "the case already holds other bytes under the signing key's name; verify reports them"
-                );
-                Ok(())
+            // Read back beside what comes next, as case.json is.
+            Some(stored) => Ok(Some(spawned(self.case_str(), "reading back the public key", async move {
+                upload::read_back(store.as_ref(), &key, stored.version_id.as_deref(), &pem).await
+            }))),
+            None => {
+                let (existing, _) = upload::read_hash(store.as_ref(), &key, None).await?;
+                if existing.sha256 != digest::sha256_tagged(&pem) {
+                    tracing::warn!(
+                        key,
+                        existing = existing.sha256,
+                        "the case already holds other bytes under the signing key's name; verify reports them"
+                    );
+                }
+                Ok(None)
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -539,7 +595,7 @@ impl Case {
                     version_id: w.version_id.clone(),
                 };
                 let this = self.clone();
-                let check = tokio::spawn(async move {
+                let check = spawned(self.case_str(), "reading back case.json", async move {
                     let stored = get_all(this.inner.store.as_ref(), &key, w.version_id.as_deref(), CASE_FILE_LIMIT)
                         .await
                         .map_err(EvidenceError::store(format!("reading back {key}")))?;
@@ -553,17 +609,6 @@ impl Case {
                     }
                     Ok(())
                 });
-                let case = self.case_str().to_owned();
-                let check = check
-                    .map(move |r| {
-                        r.unwrap_or_else(|e| {
-                            Err(EvidenceError::RecordsNotWritten {
-                                case,
-                                failures: vec![format!("reading back case.json stopped: {e}")],
-                            })
-                        })
-                    })
-                    .boxed();
                 return Ok((r, Some(check)));
             }
             Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
@@ -982,14 +1027,14 @@ impl Case {
     pub async fn find_item(&self, id: &str) -> Result<Option<EvidenceRef>, EvidenceError> {
         let mut chain = self.inner.chain.lock().await;
         self.catch_up(&mut chain, None).await?;
-        Ok(chain.items.get(id).map(ManifestItem::evidence_ref))
+        Ok(chain.items.lock().expect("items lock").get(id).map(ManifestItem::evidence_ref))
     }
 
     pub(crate) async fn known(&self, id: &str) -> Option<EvidenceRef> {
         if let Some(r) = self.inner.behind.lock().expect("behind lock").items.get(id) {
             return Some(r.clone());
         }
-        self.inner.chain.lock().await.items.get(id).map(ManifestItem::evidence_ref)
+        self.inner.items.lock().expect("items lock").get(id).map(ManifestItem::evidence_ref)
     }
 
     fn evidence_key(&self, item: &NewItem) -> Result<String, EvidenceError> {
@@ -1237,26 +1282,13 @@ impl Case {
         };
         self.inner.behind.lock().expect("behind lock").items.insert(item.id.clone(), evidence.clone());
         let case = self.clone();
-        let recorded = tokio::spawn(async move {
+        let recorded = spawned(self.case_str(), "reading back an item", async move {
             let store = case.inner.store.as_ref();
             upload::read_back(store, &key, stored.version_id.as_deref(), &bytes).await?;
             let lock = case.lock_of(&key, stored.version_id.as_deref(), Some(&lock)).await?;
             Ok(item_event(item, key, stored, lock).1)
         });
-        let case = self.case_str().to_owned();
-        self.enqueue(
-            recorded
-                .map(move |r| {
-                    r.unwrap_or_else(|e| {
-                        Err(EvidenceError::RecordsNotWritten {
-                            case,
-                            failures: vec![format!("reading back an item stopped: {e}")],
-                        })
-                    })
-                })
-                .boxed(),
-            None,
-        );
+        self.enqueue(recorded, None);
         Ok((evidence, None))
     }
 
@@ -1301,7 +1333,7 @@ impl Case {
         let (items, head) = {
             let mut chain = self.inner.chain.lock().await;
             self.catch_up(&mut chain, None).await?;
-            (chain.items.values().cloned().collect::<Vec<_>>(), chain.head.clone())
+            (chain.items.lock().expect("items lock").values().cloned().collect::<Vec<_>>(), chain.head.clone())
         };
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA.into(),

@@ -66,6 +66,8 @@ pub struct Scope {
     pub cloud: Arc<dyn Cloud>,
     lb: OnceCell<LbIndex>,
     registry: OnceCell<Arc<GroupRegistry>>,
+    /// The groups carrying the case's tag (trusted or not: the case says which).
+    tagged: OnceCell<Vec<crate::cloud::Group>>,
     /// VPCs whose CreateSecurityGroup permission one instance already checks.
     group_checks: std::sync::Mutex<BTreeSet<VpcId>>,
     paths: std::sync::Mutex<HashMap<VpcId, PathsCell>>,
@@ -82,6 +84,7 @@ impl Scope {
             cloud,
             lb: OnceCell::new(),
             registry: OnceCell::new(),
+            tagged: OnceCell::new(),
             group_checks: Default::default(),
             paths: Default::default(),
         })
@@ -89,6 +92,18 @@ impl Scope {
 
     async fn lb(&self) -> Result<&LbIndex, CloudError> {
         self.lb.get_or_try_init(|| lb_index(self.cloud.as_ref(), None, true)).await
+    }
+
+    /// The groups carrying the case's tag, read once (no case needed).
+    async fn tagged(&self, settings: &Settings) -> Result<&[crate::cloud::Group], Prep> {
+        self.tagged
+            .get_or_try_init(|| async {
+                retry(|| self.cloud.case_groups(&settings.case))
+                    .await
+                    .map_err(|e| classify(&self.account, &settings.member_role, e))
+            })
+            .await
+            .map(Vec::as_slice)
     }
 
     /// The case's groups, trusted when the case recorded them.
@@ -99,11 +114,9 @@ impl Scope {
     ) -> Result<Arc<GroupRegistry>, Prep> {
         self.registry
             .get_or_try_init(|| async {
-                let found = retry(|| self.cloud.case_groups(&settings.case))
-                    .await
-                    .map_err(|e| classify(&self.account, &settings.member_role, e))?;
-                let recorded = recorded_groups(custody, &self.account, &found).await.map_err(Prep::Failed)?;
-                let groups = CaseGroups::trust(&found, &recorded);
+                let found = self.tagged(settings).await?;
+                let recorded = recorded_groups(custody, &self.account, found).await.map_err(Prep::Failed)?;
+                let groups = CaseGroups::trust(found, &recorded);
                 Ok(Arc::new(GroupRegistry::new(
                     settings.case.clone(),
                     self.account.clone(),
@@ -539,52 +552,74 @@ async fn prepare(
     let account = &scope.account;
     let item = prior_state_item(account, &id);
     let reads = async {
-        // Round 1.
-        let (first, registry, loaded) = futures::join!(
-            observe_instance(cloud, account, &scope.region, &id),
-            scope.registry(settings, custody),
-            custody.load_json(&item)
-        );
+        // Round 1: the instance and the case's tagged groups (no case needed: it may
+        // still be opening).
+        let (first, tagged) =
+            futures::join!(observe_instance(cloud, account, &scope.region, &id), scope.tagged(settings));
         let (instance, attributes, profile, asg_name) = first.map_err(|e| match e {
             ObserveError::Aws(e) => classify(account, &settings.member_role, e),
             other => Prep::Refused(Refusal::Instance(other)),
         })?;
-        let registry = registry?;
-        let loaded = loaded.map_err(|e| Prep::Failed(PrepFailure::Custody { reason: e.to_string() }))?;
-        let loaded: Option<(EvidenceRef, PriorState)> = match loaded {
-            None => None,
-            Some((r, v)) => Some((
-                r,
-                serde_json::from_value(v).map_err(|e| {
-                    Prep::Failed(PrepFailure::PriorUnreadable { instance: id.clone(), reason: e.to_string() })
-                })?,
-            )),
-        };
-        // Round 2: details, permission checks, and (on a rerun) the deny policies.
+        let tagged = tagged?;
+        // Round 2: details and permission checks, beside what the case holds (its
+        // groups, a stored prior state, and then the deny policies of its roles).
         let mut checks = vec![DryRun::ModifyInstanceAttribute(id.clone()), DryRun::CreateTags(id.clone())];
         for eni in &instance.enis {
             checks.push(DryRun::ModifyNetworkInterfaceAttribute(eni.id.clone(), eni.groups.clone()));
         }
         let vpcs: BTreeSet<VpcId> = instance.enis.iter().map(|e| e.vpc.clone()).collect();
-        for vpc in &vpcs {
+        // A VPC without a tagged group of some purpose needs one created; whether a
+        // tagged group can serve is for the case to say (after it, below).
+        let untagged = |vpc: &VpcId| {
+            [Purpose::Isolation, Purpose::AllowAll]
+                .into_iter()
+                .any(|p| !tagged.iter().any(|g| &g.vpc == vpc && g.purpose == Some(p)))
+        };
+        for vpc in vpcs.iter().filter(|v| untagged(v)) {
+            // Once per VPC and run: the permission does not depend on the instance.
+            if scope.group_checks.lock().expect("checks lock").insert(vpc.clone()) {
+                checks.push(DryRun::CreateSecurityGroup(vpc.clone()));
+            }
+        }
+        let held = async {
+            let (registry, loaded) = futures::join!(scope.registry(settings, custody), custody.load_json(&item));
+            let registry = registry?;
+            let loaded = loaded.map_err(|e| Prep::Failed(PrepFailure::Custody { reason: e.to_string() }))?;
+            let loaded: Option<(EvidenceRef, PriorState)> = match loaded {
+                None => None,
+                Some((r, v)) => Some((
+                    r,
+                    serde_json::from_value(v).map_err(|e| {
+                        Prep::Failed(PrepFailure::PriorUnreadable { instance: id.clone(), reason: e.to_string() })
+                    })?,
+                )),
+            };
+            let known_roles: Vec<String> =
+                loaded.as_ref().map(|(_, p)| p.profile_roles.clone()).unwrap_or_default();
+            let docs =
+                deny_docs(cloud, &settings.case, &known_roles).await.map_err(|e| classify(account, &settings.member_role, e))?;
+            Ok::<_, Prep>((registry, loaded, docs))
+        };
+        let (details, dry, held) = futures::join!(
+            observe_details(cloud, profile.as_ref(), asg_name.as_deref()),
+            futures::future::join_all(checks.iter().map(|c| retry(|| cloud.dry_run(c)))),
+            held
+        );
+        let (profile_roles, asg) = details.map_err(|e| classify(account, &settings.member_role, e))?;
+        let (registry, loaded, docs) = held?;
+        // Tagged groups the case neither trusts nor may adopt: one is created after all.
+        let mut late = Vec::new();
+        for vpc in vpcs.iter().filter(|v| !untagged(v)) {
             let missing = [Purpose::Isolation, Purpose::AllowAll].into_iter().any(|p| {
                 registry.found().get(vpc, p).is_none()
                     && registry.found().adoptable(&settings.case, vpc, p).is_none()
             });
-            // Once per VPC and run: the permission does not depend on the instance.
             if missing && scope.group_checks.lock().expect("checks lock").insert(vpc.clone()) {
-                checks.push(DryRun::CreateSecurityGroup(vpc.clone()));
+                late.push(DryRun::CreateSecurityGroup(vpc.clone()));
             }
         }
-        let known_roles: Vec<String> =
-            loaded.as_ref().map(|(_, p)| p.profile_roles.clone()).unwrap_or_default();
-        let (details, dry, docs) = futures::join!(
-            observe_details(cloud, profile.as_ref(), asg_name.as_deref()),
-            futures::future::join_all(checks.iter().map(|c| retry(|| cloud.dry_run(c)))),
-            deny_docs(cloud, &settings.case, &known_roles)
-        );
-        let (profile_roles, asg) = details.map_err(|e| classify(account, &settings.member_role, e))?;
-        for (c, r) in checks.iter().zip(dry) {
+        let late_dry = futures::future::join_all(late.iter().map(|c| retry(|| cloud.dry_run(c)))).await;
+        for (c, r) in checks.iter().zip(dry).chain(late.iter().zip(late_dry)) {
             if let Err(e) = r {
                 return Err(match e.kind {
                     ErrorKind::AccessDenied => Prep::Refused(Refusal::DryRun {
@@ -596,7 +631,6 @@ async fn prepare(
                 });
             }
         }
-        let docs = docs.map_err(|e| classify(account, &settings.member_role, e))?;
         Ok((instance, attributes, profile, profile_roles, asg, registry, loaded, docs))
     };
     let (reads, lb) = futures::join!(reads, scope.lb());

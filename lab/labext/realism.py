@@ -24,8 +24,9 @@ Routes: ``GET /_lab/realism/stats`` (requests, throttles and time slept per serv
 action; the largest number of requests that were delayed at the same moment),
 ``GET /_lab/realism/log`` (every signed AWS request since the last stats reset, in arrival
 order: wall-clock ``start``/``end`` in epoch seconds, service, operation, account, region,
-DryRun, HTTP status, the token buckets it spends from as ``[name, size, refill, cost]``;
-the newest ``REQUEST_LOG_MAX`` kept; benchmarks count calls and bucket-forced times with it),
+DryRun, HTTP status, the token buckets it spends from as ``[name, size, refill, cost]``, and
+for S3 the ``bucket`` and object ``key`` (None for a bucket-level request); the newest
+``REQUEST_LOG_MAX`` kept; benchmarks count calls and bucket-forced times with it),
 ``POST /_lab/realism/stats/reset``, ``GET /_lab/realism/buckets`` (levels and sizes),
 ``POST /_lab/realism/buckets/reset`` (refill all), ``POST /_lab/realism/clock``
 ``{"advance_seconds": x}``.
@@ -352,6 +353,8 @@ class RealismState:
                  "operation": req.operation or "?", "account": req.account,
                  "region": req.region, "dry_run": req.dry_run, "status": status,
                  "buckets": [[key[3], size, rate, cost] for key, size, rate, cost in spend]}
+        if req.service == "s3":
+            entry["bucket"], entry["key"] = req.bucket, req.key  # which object (None: bucket-level)
         with self.lock:
             self.log.append(entry)
 

@@ -118,6 +118,27 @@ def test_request_log_lists_every_aws_call_in_order_with_status_and_times(rlab, f
     assert rlab.admin_ok("GET", "/_lab/realism/log")["requests"] == []
 
 
+def test_request_log_names_the_s3_bucket_and_key(rlab, fresh_account):
+    """A benchmark finds when an object under a prefix was first stored (issue 12: time to
+    the first evidence item) from the log alone: S3 entries carry the bucket and key."""
+    s3 = rlab.client("s3", account=fresh_account)
+    ec2 = rlab.client("ec2", account=fresh_account)
+    bucket = f"log-keys-{fresh_account}"
+    s3.create_bucket(Bucket=bucket)
+    rlab.admin_ok("POST", "/_lab/realism/stats/reset")
+    s3.put_object(Bucket=bucket, Key="cases/C-1/evidence/a b/console.txt", Body=b"x")
+    s3.head_object(Bucket=bucket, Key="cases/C-1/evidence/a b/console.txt")
+    s3.list_objects_v2(Bucket=bucket, Prefix="cases/")
+    ec2.describe_regions()
+    log = [e for e in rlab.admin_ok("GET", "/_lab/realism/log")["requests"] if e["account"] == fresh_account]
+    got = [(e["operation"], e.get("bucket"), e.get("key")) for e in log if e["service"] == "s3"]
+    assert got == [("PutObject", bucket, "cases/C-1/evidence/a b/console.txt"),
+                   ("HeadObject", bucket, "cases/C-1/evidence/a b/console.txt"),
+                   ("ListObjectsV2", bucket, None)]
+    # Other services' entries are as before: no bucket or key fields.
+    assert all("key" not in e and "bucket" not in e for e in log if e["service"] != "s3")
+
+
 def test_a_bare_number_is_a_fixed_latency(rlab):
     assert rlab.config(latency_ms=25)["latency_ms"] == {"fixed": 25}
 

@@ -142,7 +142,8 @@ pub async fn run(ctx: &Context, args: Args) -> Result<ExitKind> {
             .map_err(|e| Error::failed(format!("reading case {}: {e}", args.case)))?;
         Arc::new(case)
     } else {
-        let (aws, config, case, slot) = (aws.clone(), config.clone(), args.case.clone(), opened_error.clone());
+        let (aws, config, case, slot) =
+            (aws.clone(), config.clone(), args.case.clone(), opened_error.clone());
         Arc::new(OpeningCase::start(async move {
             match crate::evidence::open_case(&aws, &config, &case, &examiner).await {
                 Ok(c) => Ok(Arc::new(CaseCustody(c)) as Arc<dyn CustodySink>),

@@ -259,7 +259,12 @@ struct ItemLock {
 }
 
 /// The manifest entry of a stored item and its `evidence_stored` record.
-fn item_event(item: NewItem, key: String, stored: upload::Stored, lock: ItemLock) -> (EvidenceRef, CustodyEvent) {
+fn item_event(
+    item: NewItem,
+    key: String,
+    stored: upload::Stored,
+    lock: ItemLock,
+) -> (EvidenceRef, CustodyEvent) {
     let Digests { size, sha256, sha1, md5 } = stored.digests;
     let manifest_item = ManifestItem {
         id: item.id.clone(),
@@ -447,14 +452,11 @@ impl Case {
         OPENED.lock().expect("opened lock").push(this.clone());
         // case.json, the public key and the chain so far, at once; a new case's
         // `case_opened` record waits behind (for case.json's read-back), not the caller.
-        let (case_file, key, caught_up) = futures::join!(
-            this.ensure_case_file(&config_digest),
-            this.ensure_public_key(),
-            async {
+        let (case_file, key, caught_up) =
+            futures::join!(this.ensure_case_file(&config_digest), this.ensure_public_key(), async {
                 let mut chain = this.inner.chain.lock().await;
                 this.catch_up(&mut chain, None).await.map(|_| chain.head.is_none())
-            }
-        );
+            });
         let (case_ref, case_check) = case_file?;
         let key_check = key?;
         let empty = caught_up?;
@@ -535,8 +537,14 @@ impl Case {
         };
         let pem: bytes::Bytes = signing.key.pem().into_bytes().into();
         let store = self.inner.store.clone();
-        match upload::put_unread(store.as_ref(), &key, pem.clone(), "application/x-pem-file", &self.lock_now())
-            .await?
+        match upload::put_unread(
+            store.as_ref(),
+            &key,
+            pem.clone(),
+            "application/x-pem-file",
+            &self.lock_now(),
+        )
+        .await?
         {
             // Read back beside what comes next, as case.json is.
             Some(stored) => Ok(Some(spawned(self.case_str(), "reading back the public key", async move {
@@ -596,9 +604,10 @@ impl Case {
                 };
                 let this = self.clone();
                 let check = spawned(self.case_str(), "reading back case.json", async move {
-                    let stored = get_all(this.inner.store.as_ref(), &key, w.version_id.as_deref(), CASE_FILE_LIMIT)
-                        .await
-                        .map_err(EvidenceError::store(format!("reading back {key}")))?;
+                    let stored =
+                        get_all(this.inner.store.as_ref(), &key, w.version_id.as_deref(), CASE_FILE_LIMIT)
+                            .await
+                            .map_err(EvidenceError::store(format!("reading back {key}")))?;
                     if stored != bytes {
                         return Err(EvidenceError::ReadBackMismatch {
                             key,
@@ -958,7 +967,10 @@ impl Case {
                         // Our own earlier attempt landed (a retried request).
                         let versions = self.inner.store.list_versions(&key).await.unwrap_or_default();
                         let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
-                        return Ok((CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id }, None));
+                        return Ok((
+                            CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id },
+                            None,
+                        ));
                     }
                     tracing::debug!(%case, seq, "custody seq taken by another writer; caught up and retrying");
                 }
@@ -1301,8 +1313,10 @@ impl Case {
         ours: &[u8],
     ) -> Result<(EvidenceRef, Option<bytes::Bytes>), EvidenceError> {
         let store = self.inner.store.as_ref();
-        let versions =
-            store.list_versions(&key).await.map_err(EvidenceError::store(format!("listing versions of {key}")))?;
+        let versions = store
+            .list_versions(&key)
+            .await
+            .map_err(EvidenceError::store(format!("listing versions of {key}")))?;
         let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
         let existing = get_all(store, &key, version_id.as_deref(), SMALL_OBJECT_LIMIT)
             .await
@@ -1333,7 +1347,10 @@ impl Case {
         let (items, head) = {
             let mut chain = self.inner.chain.lock().await;
             self.catch_up(&mut chain, None).await?;
-            (chain.items.lock().expect("items lock").values().cloned().collect::<Vec<_>>(), chain.head.clone())
+            (
+                chain.items.lock().expect("items lock").values().cloned().collect::<Vec<_>>(),
+                chain.head.clone(),
+            )
         };
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA.into(),

@@ -99,7 +99,8 @@ pub async fn open_case(
 ) -> Result<Case, crate::error::Error> {
     let clients = aws.forensics().await;
     let signer = config.forensics.signing_key_arn.as_ref().map(|arn| {
-        Arc::new(crate::aws::kms::KmsSigner::new(clients.kms.clone(), arn.clone())) as Arc<dyn signing::Signer>
+        Arc::new(crate::aws::kms::KmsSigner::new(clients.kms.clone(), arn.clone()))
+            as Arc<dyn signing::Signer>
     });
     // Who the caller is (STS), the binary's digest (a read of the whole binary) and the
     // signing key (KMS), at once: each is one round trip or more on AWS.

@@ -479,7 +479,9 @@ pub async fn isolate(
     // Records written behind (prior states, plans, groups) must be in the chain before
     // the command reports: one that is not makes every change of the run unproven.
     if let Err(e) = custody.flush().await {
-        for o in outcomes.iter_mut().filter(|o| matches!(o.status, Status::Isolated | Status::AlreadyIsolated)) {
+        for o in
+            outcomes.iter_mut().filter(|o| matches!(o.status, Status::Isolated | Status::AlreadyIsolated))
+        {
             o.status = Status::Failed;
             o.message = format!("contained, but the custody chain is incomplete; rerun to record it: {e}");
             o.errors.push(e.to_string());
@@ -582,7 +584,8 @@ async fn prepare(
             }
         }
         let held = async {
-            let (registry, loaded) = futures::join!(scope.registry(settings, custody), custody.load_json(&item));
+            let (registry, loaded) =
+                futures::join!(scope.registry(settings, custody), custody.load_json(&item));
             let registry = registry?;
             let loaded = loaded.map_err(|e| Prep::Failed(PrepFailure::Custody { reason: e.to_string() }))?;
             let loaded: Option<(EvidenceRef, PriorState)> = match loaded {
@@ -590,14 +593,18 @@ async fn prepare(
                 Some((r, v)) => Some((
                     r,
                     serde_json::from_value(v).map_err(|e| {
-                        Prep::Failed(PrepFailure::PriorUnreadable { instance: id.clone(), reason: e.to_string() })
+                        Prep::Failed(PrepFailure::PriorUnreadable {
+                            instance: id.clone(),
+                            reason: e.to_string(),
+                        })
                     })?,
                 )),
             };
             let known_roles: Vec<String> =
                 loaded.as_ref().map(|(_, p)| p.profile_roles.clone()).unwrap_or_default();
-            let docs =
-                deny_docs(cloud, &settings.case, &known_roles).await.map_err(|e| classify(account, &settings.member_role, e))?;
+            let docs = deny_docs(cloud, &settings.case, &known_roles)
+                .await
+                .map_err(|e| classify(account, &settings.member_role, e))?;
             Ok::<_, Prep>((registry, loaded, docs))
         };
         let (details, dry, held) = futures::join!(

@@ -312,9 +312,10 @@ impl OpeningCase {
     ) -> Self {
         use futures::FutureExt;
         let task = tokio::spawn(open);
-        let case = async move { task.await.unwrap_or_else(|e| Err(format!("opening the case stopped: {e}"))) }
-            .boxed()
-            .shared();
+        let case =
+            async move { task.await.unwrap_or_else(|e| Err(format!("opening the case stopped: {e}"))) }
+                .boxed()
+                .shared();
         Self { case }
     }
 

@@ -511,7 +511,8 @@ async fn records_lost_behind_the_changes_fail_the_run_and_a_rerun_adopts_the_pri
         let id = w.cloud.seed_service_instance();
         let before = w.cloud.snapshot();
         let cloud = w.cloud.clone();
-        w.custody.crash_after_writes(k.split(' ').next().unwrap().parse().unwrap(), move || cloud.crash_after(n));
+        w.custody
+            .crash_after_writes(k.split(' ').next().unwrap().parse().unwrap(), move || cloud.crash_after(n));
         let first = w.isolate(std::slice::from_ref(&id)).await;
         assert_ne!(first[0].status, Status::Isolated, "records lost from write {k}: {:#?}", first[0]);
         w.custody.heal();
@@ -523,10 +524,20 @@ async fn records_lost_behind_the_changes_fail_the_run_and_a_rerun_adopts_the_pri
             again[0]
         );
         assert_contained(&w, &id);
-        assert_eq!(w.cloud.case_groups_of(&case(), Purpose::Isolation).len(), 1, "records lost from write {k}");
-        assert_eq!(w.custody.actions().last(), Some(&Action::ContainmentVerified), "records lost from write {k}");
-        let items = w.custody.items.lock().unwrap();
-        let prior = items.iter().find(|(k, _)| k.ends_with("prior-state.json")).unwrap().1.1.clone();
+        assert_eq!(
+            w.cloud.case_groups_of(&case(), Purpose::Isolation).len(),
+            1,
+            "records lost from write {k}"
+        );
+        assert_eq!(
+            w.custody.actions().last(),
+            Some(&Action::ContainmentVerified),
+            "records lost from write {k}"
+        );
+        let prior = {
+            let items = w.custody.items.lock().unwrap();
+            items.iter().find(|(k, _)| k.ends_with("prior-state.json")).unwrap().1.1.clone()
+        };
         let want: Vec<String> =
             before.instances[&id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
         let got: Vec<String> = prior["enis"]
@@ -536,7 +547,6 @@ async fn records_lost_behind_the_changes_fail_the_run_and_a_rerun_adopts_the_pri
             .map(|e| e["groups"][0].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(got, want, "records lost from write {k}: the prior state is the original");
-        drop(items);
         // And release puts it back as it was.
         let released = w.release(&id).await;
         assert!(released.ok, "release after records lost from write {k}: {released:#?}");

@@ -415,9 +415,10 @@ async fn an_early_item_is_read_back_and_recorded_behind_in_its_place() {
     let meta = store.head(&r.s3_key, r.version_id.as_deref()).await.unwrap().unwrap();
     assert_eq!(stored.lock_mode, meta.lock_mode);
     assert_eq!(stored.retain_until, meta.retain_until.map(cleanroom::evidence::case::utc_ms));
-    let report = cleanroom::verify::verify_case(store.as_ref(), &case_id("IR-LAB-EARLY"), &kms_trust(&f).await)
-        .await
-        .unwrap();
+    let report =
+        cleanroom::verify::verify_case(store.as_ref(), &case_id("IR-LAB-EARLY"), &kms_trust(&f).await)
+            .await
+            .unwrap();
     assert!(report.verified(), "{:#?}", report.findings);
 }
 

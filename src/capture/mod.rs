@@ -429,7 +429,9 @@ pub async fn store(
         method: method.to_owned(),
         derived_from: derived,
     };
-    let mut refs = Vec::new();
+    // Every item is stored at once, each returning when the store holds it (S3 checked
+    // its SHA-256): the reading was made before any change, and the change waits only
+    // for these bytes to be in the bucket; read-backs and records follow, in this order.
     let ec2 = item(
         "capture-ec2.json",
         "ec2:DescribeInstances, DescribeInstanceAttribute (each attribute), DescribeNetworkInterfaces, DescribeSecurityGroups, DescribeVolumes, DescribeIamInstanceProfileAssociations, GetConsoleOutput, GetConsoleScreenshot",
@@ -437,18 +439,15 @@ pub async fn store(
         vec![],
     );
     let ec2_id = ec2.id.clone();
-    refs.push(custody.store_json(ec2, &reading.ec2.to_json(id)).await?);
-    let mut iam_id = None;
-    if !reading.iam.responses.is_empty() {
-        let i = item(
+    let iam = (!reading.iam.responses.is_empty()).then(|| {
+        item(
             "capture-iam.json",
             "iam:GetInstanceProfile, GetRole, ListAttachedRolePolicies, GetPolicy, GetPolicyVersion, ListRolePolicies, GetRolePolicy",
             "cleanroom capture: the instance profile, its roles and their policies as IAM sent them",
             vec![],
-        );
-        iam_id = Some(i.id.clone());
-        refs.push(custody.store_json(i, &reading.iam.to_json(id)).await?);
-    }
+        )
+    });
+    let iam_id = iam.as_ref().map(|i| i.id.clone());
     let trail = item(
         "capture-cloudtrail.json",
         "cloudtrail:LookupEvents (ResourceName = the instance; AccessKeyId = the key that launched it)",
@@ -456,7 +455,9 @@ pub async fn store(
         vec![],
     );
     let trail_id = trail.id.clone();
-    refs.push(custody.store_json(trail, &reading.trail_raw.to_json(id)).await?);
+    let mut raw = vec![(ec2, reading.ec2.to_json(id))];
+    raw.extend(iam.map(|i| (i, reading.iam.to_json(id))));
+    raw.push((trail, reading.trail_raw.to_json(id)));
 
     let blob = |bytes: &Option<Vec<u8>>, name: &str, method: &str, text: bool| {
         bytes.as_ref().map(|b| {
@@ -467,7 +468,7 @@ pub async fn store(
             )
         })
     };
-    let blobs = [
+    let blobs: Vec<(Item, Vec<u8>, bool)> = [
         blob(&reading.user_data, "userdata.bin", "base64-decoded userData attribute, byte for byte", true),
         blob(
             &reading.console,
@@ -481,12 +482,29 @@ pub async fn store(
             "base64-decoded GetConsoleScreenshot ImageData",
             false,
         ),
-    ];
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (raw, blobs) = futures::join!(
+        futures::future::join_all(
+            raw.into_iter().map(|(i, v)| async move { custody.store_json_early(i, &v).await })
+        ),
+        futures::future::join_all(blobs.into_iter().map(|(i, bytes, text)| async move {
+            let name = i.name.clone();
+            let content_type = if text { "text/plain" } else { "image/jpeg" };
+            let (r, recovered) = custody.store_bytes_early(i, bytes.clone(), content_type).await?;
+            // An item recovered from an interrupted run is what it holds.
+            Ok::<_, crate::pipeline::custody::CustodyError>((name, r, recovered.unwrap_or(bytes), text))
+        }))
+    );
+    let mut refs = Vec::new();
+    for r in raw {
+        refs.push(r?.evidence);
+    }
     let mut decoded: BTreeMap<String, Blob> = BTreeMap::new();
-    for (item, bytes, text) in blobs.into_iter().flatten() {
-        let name = item.name.clone();
-        let content_type = if text { "text/plain" } else { "image/jpeg" };
-        let r = custody.store_bytes(item, bytes.clone(), content_type).await?;
+    for b in blobs {
+        let (name, r, bytes, text) = b?;
         decoded.insert(
             name,
             Blob {
@@ -527,6 +545,17 @@ pub async fn store(
         "cleanroom capture: our reading of the raw items (decoded UserData, launcher, gaps)",
         derived,
     );
-    refs.push(custody.store_json(s, &serde_json::to_value(&summary).expect("summary serialises")).await?);
+    let stored =
+        custody.store_json_early(s, &serde_json::to_value(&summary).expect("summary serialises")).await?;
+    refs.push(stored.evidence);
+    // A summary recovered from an interrupted run is the one on record.
+    let summary = match stored.recovered {
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            crate::pipeline::custody::CustodyError(format!(
+                "the capture summary found in the case is unreadable: {e}"
+            ))
+        })?,
+        None => summary,
+    };
     Ok(Stored { summary, items: refs })
 }

@@ -35,6 +35,8 @@ use crate::progress::Reporter;
 /// race for the next sequence number; each retry first reads what they wrote. Ten
 /// concurrent writers of one case would be an unusual incident room.
 const APPEND_ATTEMPTS: u32 = 16;
+/// Records appended together at most: their signatures are asked for at once.
+const BATCH_RECORDS: usize = 32;
 /// case.json and the manifest are small; anything bigger is not ours. (A manifest
 /// lists about 1 KiB per item: 64 MiB is some 60,000 items.)
 pub(crate) const SMALL_OBJECT_LIMIT: usize = 64 << 20;
@@ -322,13 +324,6 @@ impl ReadBack {
         }
         Ok(())
     }
-}
-
-/// The `details` of a record: given, or a checkpoint over the head the record follows
-/// (computed per attempt, since another writer may take the next number first).
-enum Details<'a> {
-    Given(serde_json::Value),
-    Checkpoint { signer: &'a dyn Signer, key: &'a TrustedKey, public_key_s3_key: String },
 }
 
 /// For each key under a listing, the original (oldest) version: S3 lists the
@@ -785,54 +780,286 @@ impl Case {
     /// read-back runs beside the next record's PUT.
     async fn write_queued(&self) {
         loop {
-            let next = {
+            let Some(batch) = self.next_batch().await else { return };
+            let (events, dones): (Vec<CustodyEvent>, Vec<Option<Done>>) = batch.into_iter().unzip();
+            let opening = events.first().is_some_and(|e| e.action == Action::CaseOpened);
+            let appended = self.append_batch(events).await;
+            if opening {
+                self.inner.behind.lock().expect("behind lock").unopened =
+                    appended[0].as_ref().err().map(ToString::to_string);
+            }
+            for (done, appended) in dones.into_iter().zip(appended) {
+                match appended {
+                    Ok((receipt, read_back)) => {
+                        let case = self.clone();
+                        tokio::spawn(async move {
+                            let checked = match read_back {
+                                Some(r) => r.check(case.inner.store.as_ref()).await,
+                                None => Ok(()),
+                            };
+                            case.settle(done, checked.map(|()| receipt));
+                        });
+                    }
+                    Err(e) => self.settle(done, Err(e)),
+                }
+            }
+        }
+    }
+
+    /// The next records to append together: the first queued one (waited for), and
+    /// every one after it whose event is ready now (at most [`BATCH_RECORDS`]). An event
+    /// that failed (its item's read-back) is settled here; `case_opened` goes alone.
+    /// `None`: the queue is empty and the writer stops.
+    async fn next_batch(&self) -> Option<Vec<(CustodyEvent, Option<Done>)>> {
+        let mut batch = Vec::new();
+        loop {
+            let mut next = {
                 let mut b = self.inner.behind.lock().expect("behind lock");
                 match b.queue.pop_front() {
                     Some(q) => q,
-                    None => {
+                    None if batch.is_empty() => {
                         b.writing = false;
-                        return;
+                        return None;
+                    }
+                    None => return Some(batch),
+                }
+            };
+            let event = if batch.is_empty() {
+                (&mut next.event).await
+            } else {
+                match (&mut next.event).now_or_never() {
+                    Some(e) => e,
+                    None => {
+                        // Not ready: it leads the next batch.
+                        self.inner.behind.lock().expect("behind lock").queue.push_front(next);
+                        return Some(batch);
                     }
                 }
             };
             let poisoned = self.inner.behind.lock().expect("behind lock").unopened.clone();
-            let appended = match next.event.await {
-                Ok(event) if event.action != Action::CaseOpened && poisoned.is_some() => {
+            match event {
+                Ok(event) if event.action != Action::CaseOpened && poisoned.is_some() => self.settle(
+                    next.done,
                     Err(EvidenceError::RecordsNotWritten {
                         case: self.case_str().into(),
                         failures: vec![format!(
                             "the case's opening record was not written, so no record may follow it: {}",
                             poisoned.unwrap_or_default()
                         )],
-                    })
-                }
-                Ok(event) => {
-                    // Error text reaches details (a failed step's message): no secret
-                    // may be locked into the record with it.
-                    let details = Details::Given(crate::redact::scrub_json(event.details.clone()));
-                    let opening = event.action == Action::CaseOpened;
-                    let r = self.append(event, details).await;
-                    if opening {
-                        self.inner.behind.lock().expect("behind lock").unopened =
-                            r.as_ref().err().map(ToString::to_string);
+                    }),
+                ),
+                Ok(event) if event.action == Action::CaseOpened => {
+                    if batch.is_empty() {
+                        return Some(vec![(event, next.done)]);
                     }
-                    r
-                }
-                Err(e) => Err(e),
-            };
-            match appended {
-                Ok((receipt, read_back)) => {
-                    let case = self.clone();
-                    tokio::spawn(async move {
-                        let checked = match read_back {
-                            Some(r) => r.check(case.inner.store.as_ref()).await,
-                            None => Ok(()),
-                        };
-                        case.settle(next.done, checked.map(|()| receipt));
+                    self.inner.behind.lock().expect("behind lock").queue.push_front(Queued {
+                        event: futures::future::ready(Ok(event)).boxed(),
+                        done: next.done,
                     });
+                    return Some(batch);
                 }
+                Ok(event) => batch.push((event, next.done)),
                 Err(e) => self.settle(next.done, Err(e)),
             }
+            if batch.len() >= BATCH_RECORDS {
+                return Some(batch);
+            }
+        }
+    }
+
+    /// Appends `events` in order, as [`Case::append`] does one: the records are built
+    /// on the head as it is, all signed at once (one KMS round trip for the batch, not
+    /// one per record), then written one at a time, each only if its sequence number is
+    /// free. When another writer took one, or a write failed, the rest are built and
+    /// signed again on the chain as it then is: nothing is written after a record that
+    /// is not in the chain.
+    async fn append_batch(
+        &self,
+        events: Vec<CustodyEvent>,
+    ) -> Vec<Result<(CustodyReceipt, Option<ReadBack>), EvidenceError>> {
+        let case = &self.inner.case;
+        let mut chain = self.inner.chain.lock().await;
+        let mut results: Vec<Option<Result<(CustodyReceipt, Option<ReadBack>), EvidenceError>>> =
+            events.iter().map(|_| None).collect();
+        let mut from = 0;
+        let mut contended = 0;
+        'build: while from < events.len() && contended < APPEND_ATTEMPTS {
+            let now = OffsetDateTime::now_utc();
+            let mut head = chain.head.clone();
+            let mut built = Vec::new();
+            for event in &events[from..] {
+                if let (Action::CaseOpened, Some(h)) = (event.action, &head) {
+                    // Another process opened the case first: nothing to add.
+                    let receipt = CustodyReceipt {
+                        seq: h.seq,
+                        hash: h.hash.clone(),
+                        s3_key: layout::custody_record(case, h.seq),
+                        version_id: None,
+                    };
+                    built.push(Err(receipt));
+                    continue;
+                }
+                let seq = head.as_ref().map_or(1, |h| h.seq + 1);
+                // Error text reaches details (a failed step's message): no secret may
+                // be locked into the record with it.
+                let details = crate::redact::scrub_json(event.details.clone());
+                let record = self.build_record(event, details, vec![], seq, head.as_ref(), now);
+                head = Some(ChainHead { seq, hash: record.hash.clone() });
+                built.push(Ok(record));
+            }
+            // Signed before written, so no record ever exists unsigned.
+            let signatures = match &self.inner.signing {
+                Some(signing) => {
+                    futures::future::join_all(built.iter().map(|r| async move {
+                        match r {
+                            Ok(r) => signing.sign_record(case, r.seq, &r.hash).await.map(Some),
+                            Err(_) => Ok(None),
+                        }
+                    }))
+                    .await
+                }
+                None => built.iter().map(|_| Ok(None)).collect(),
+            };
+            for (k, (record, signature)) in built.into_iter().zip(signatures).enumerate() {
+                let i = from + k;
+                let mut record = match record {
+                    Ok(r) => r,
+                    Err(skipped) => {
+                        results[i] = Some(Ok((skipped, None)));
+                        continue;
+                    }
+                };
+                match signature {
+                    Ok(sig) => record.signature = sig,
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        from = i + 1;
+                        continue 'build;
+                    }
+                }
+                match self.put_record(&mut chain, &record, now).await {
+                    Ok(Some(appended)) => results[i] = Some(Ok(appended)),
+                    Ok(None) => {
+                        contended += 1;
+                        tracing::debug!(%case, seq = record.seq, "custody seq taken by another writer; caught up, building again");
+                        from = i;
+                        continue 'build;
+                    }
+                    Err(e) => {
+                        results[i] = Some(Err(e));
+                        from = i + 1;
+                        continue 'build;
+                    }
+                }
+            }
+            break;
+        }
+        let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(EvidenceError::ChainContended {
+                        case: case.to_string(),
+                        seq,
+                        attempts: APPEND_ATTEMPTS,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// The record of `event` at `seq`, after `prev`, sealed (hashed), not signed.
+    fn build_record(
+        &self,
+        event: &CustodyEvent,
+        details: serde_json::Value,
+        request_ids: Vec<String>,
+        seq: u64,
+        prev: Option<&ChainHead>,
+        now: OffsetDateTime,
+    ) -> CustodyRecord {
+        CustodyRecord {
+            schema: SCHEMA.into(),
+            seq,
+            case: self.inner.case.to_string(),
+            time: utc_ms(now),
+            clock: CLOCK_SOURCE.into(),
+            actor: self.inner.actor.clone(),
+            host: self.inner.host.clone(),
+            tool: self.inner.tool.clone(),
+            action: event.action,
+            subject: event.subject.clone(),
+            evidence: event.evidence.clone(),
+            aws_request_ids: event.aws_request_ids.iter().cloned().chain(request_ids).collect(),
+            details,
+            prev: prev.map(|h| h.hash.clone()),
+            hash: String::new(),
+            signature: None,
+        }
+        .seal()
+        .0
+    }
+
+    /// Writes one built record if its sequence number is free and applies it to the
+    /// chain. `None`: another writer took the number (the chain has caught up).
+    async fn put_record(
+        &self,
+        chain: &mut Chain,
+        record: &CustodyRecord,
+        now: OffsetDateTime,
+    ) -> Result<Option<(CustodyReceipt, Option<ReadBack>)>, EvidenceError> {
+        let case = &self.inner.case;
+        let seq = record.seq;
+        let bytes = record.to_bytes();
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(EvidenceError::RecordTooLarge {
+                case: case.to_string(),
+                seq,
+                size: bytes.len(),
+                max: MAX_RECORD_BYTES,
+            });
+        }
+        let key = layout::custody_record(case, seq);
+        let sha = b64(&sha256_raw(&bytes));
+        let put = PutObject {
+            key: key.clone(),
+            sha256_b64: sha.clone(),
+            body: bytes.clone().into(),
+            content_type: "application/json",
+            lock: self.inner.retention.lock(now),
+            if_absent: true,
+        };
+        match self.inner.store.put(put).await {
+            Ok(w) => {
+                if let Some(stored) = &w.checksum_sha256
+                    && stored != &sha
+                {
+                    return Err(EvidenceError::ChecksumMismatch { key, sent: sha, stored: stored.clone() });
+                }
+                chain.apply(record);
+                let read_back = ReadBack {
+                    key: key.clone(),
+                    version_id: w.version_id.clone(),
+                    bytes: bytes.into(),
+                    hash: record.hash.clone(),
+                    seq,
+                };
+                let receipt =
+                    CustodyReceipt { seq, hash: record.hash.clone(), s3_key: key, version_id: w.version_id };
+                Ok(Some((receipt, Some(read_back))))
+            }
+            Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
+                if self.catch_up(chain, Some(&record.hash)).await? {
+                    // Our own earlier attempt landed (a retried request).
+                    let versions = self.inner.store.list_versions(&key).await.unwrap_or_default();
+                    let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
+                    let receipt = CustodyReceipt { seq, hash: record.hash.clone(), s3_key: key, version_id };
+                    return Ok(Some((receipt, None)));
+                }
+                Ok(None)
+            }
+            Err(e) => Err(EvidenceError::store(format!("writing custody record {seq}"))(e)),
         }
     }
 
@@ -852,130 +1079,47 @@ impl Case {
         self.inner.pending.send_modify(|n| *n -= 1);
     }
 
-    /// The record's read-back is left to the caller (outside the chain lock, so the next
-    /// record's PUT need not wait for it).
-    async fn append(
+    /// Appends the `checkpoint_signed` record over the head it follows (signed again
+    /// for a new head when another writer takes the next number first). Its read-back
+    /// is left to the caller.
+    async fn append_checkpoint(
         &self,
         event: CustodyEvent,
-        details: Details<'_>,
+        signer: &dyn Signer,
+        key: &TrustedKey,
+        public_key_s3_key: &str,
     ) -> Result<(CustodyReceipt, Option<ReadBack>), EvidenceError> {
         let case = &self.inner.case;
         let mut chain = self.inner.chain.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
-            if let (Action::CaseOpened, Some(head)) = (event.action, &chain.head) {
-                // Another process opened the case first (its record is the first): this
-                // opening has nothing to add.
-                let receipt = CustodyReceipt {
-                    seq: head.seq,
-                    hash: head.hash.clone(),
-                    s3_key: layout::custody_record(case, head.seq),
-                    version_id: None,
-                };
-                return Ok((receipt, None));
-            }
-            let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
-            let now = OffsetDateTime::now_utc();
-            let (details, request_ids) = match &details {
-                Details::Given(v) => (v.clone(), vec![]),
-                Details::Checkpoint { signer, key, public_key_s3_key } => {
-                    let head = chain.head.clone().ok_or_else(|| EvidenceError::Signing {
-                        key: signer.key_id(),
-                        message: "the chain is empty: nothing to sign".into(),
-                    })?;
-                    let signed = Signed::checkpoint(case, head.seq, &head.hash);
-                    let (signature, request_id) = sign_checked(*signer, key, &signed).await?;
-                    let d = CheckpointDetails {
-                        signed,
-                        key_id: signer.key_id(),
-                        algorithm: ALGORITHM.into(),
-                        message_type: "RAW".into(),
-                        signature,
-                        public_key_sha256: key.fingerprint.clone(),
-                        public_key_s3_key: public_key_s3_key.clone(),
-                    };
-                    (serde_json::to_value(&d).expect("details serialise"), request_id.into_iter().collect())
-                }
+            let head = chain.head.clone().ok_or_else(|| EvidenceError::Signing {
+                key: signer.key_id(),
+                message: "the chain is empty: nothing to sign".into(),
+            })?;
+            let signed = Signed::checkpoint(case, head.seq, &head.hash);
+            let (signature, request_id) = sign_checked(signer, key, &signed).await?;
+            let details = CheckpointDetails {
+                signed,
+                key_id: signer.key_id(),
+                algorithm: ALGORITHM.into(),
+                message_type: "RAW".into(),
+                signature,
+                public_key_sha256: key.fingerprint.clone(),
+                public_key_s3_key: public_key_s3_key.to_owned(),
             };
-            let (mut record, _) = CustodyRecord {
-                schema: SCHEMA.into(),
-                seq,
-                case: case.to_string(),
-                time: utc_ms(now),
-                clock: CLOCK_SOURCE.into(),
-                actor: self.inner.actor.clone(),
-                host: self.inner.host.clone(),
-                tool: self.inner.tool.clone(),
-                action: event.action,
-                subject: event.subject.clone(),
-                evidence: event.evidence.clone(),
-                aws_request_ids: event.aws_request_ids.iter().cloned().chain(request_ids).collect(),
-                details,
-                prev: chain.head.as_ref().map(|h| h.hash.clone()),
-                hash: String::new(),
-                signature: None,
-            }
-            .seal();
-            // Signed before it is written, so no record ever exists unsigned (a crash
-            // between a record and a signature written beside it would leave one the
-            // next run could not tell from a forgery).
+            let details = serde_json::to_value(&details).expect("details serialise");
+            let now = OffsetDateTime::now_utc();
+            let seq = head.seq + 1;
+            let mut record =
+                self.build_record(&event, details, request_id.into_iter().collect(), seq, Some(&head), now);
+            // Signed before it is written, so no record ever exists unsigned.
             if let Some(signing) = &self.inner.signing {
                 record.signature = Some(signing.sign_record(case, seq, &record.hash).await?);
             }
-            let bytes = record.to_bytes();
-            if bytes.len() > MAX_RECORD_BYTES {
-                return Err(EvidenceError::RecordTooLarge {
-                    case: case.to_string(),
-                    seq,
-                    size: bytes.len(),
-                    max: MAX_RECORD_BYTES,
-                });
+            if let Some(appended) = self.put_record(&mut chain, &record, now).await? {
+                return Ok(appended);
             }
-            let key = layout::custody_record(case, seq);
-            let put = PutObject {
-                key: key.clone(),
-                sha256_b64: b64(&sha256_raw(&bytes)),
-                body: bytes.clone().into(),
-                content_type: "application/json",
-                lock: self.inner.retention.lock(now),
-                if_absent: true,
-            };
-            match self.inner.store.put(put).await {
-                Ok(w) => {
-                    if let Some(stored) = &w.checksum_sha256
-                        && stored != &b64(&sha256_raw(&bytes))
-                    {
-                        return Err(EvidenceError::ChecksumMismatch {
-                            key,
-                            sent: b64(&sha256_raw(&bytes)),
-                            stored: stored.clone(),
-                        });
-                    }
-                    chain.apply(&record);
-                    let read_back = ReadBack {
-                        key: key.clone(),
-                        version_id: w.version_id.clone(),
-                        bytes: bytes.into(),
-                        hash: record.hash.clone(),
-                        seq,
-                    };
-                    let receipt =
-                        CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id: w.version_id };
-                    return Ok((receipt, Some(read_back)));
-                }
-                Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
-                    if self.catch_up(&mut chain, Some(&record.hash)).await? {
-                        // Our own earlier attempt landed (a retried request).
-                        let versions = self.inner.store.list_versions(&key).await.unwrap_or_default();
-                        let version_id = original_versions(&versions).remove(&key).and_then(|(v, _)| v);
-                        return Ok((
-                            CustodyReceipt { seq, hash: record.hash, s3_key: key, version_id },
-                            None,
-                        ));
-                    }
-                    tracing::debug!(%case, seq, "custody seq taken by another writer; caught up and retrying");
-                }
-                Err(e) => return Err(EvidenceError::store(format!("writing custody record {seq}"))(e)),
-            }
+            tracing::debug!(%case, seq, "custody seq taken by another writer; caught up and retrying");
         }
         let seq = chain.head.as_ref().map_or(1, |h| h.seq + 1);
         Err(EvidenceError::ChainContended { case: case.to_string(), seq, attempts: APPEND_ATTEMPTS })
@@ -1026,8 +1170,7 @@ impl Case {
             details: serde_json::Value::Null,
         };
         self.flush().await?;
-        let (receipt, read_back) =
-            self.append(event, Details::Checkpoint { signer, key: &key, public_key_s3_key }).await?;
+        let (receipt, read_back) = self.append_checkpoint(event, signer, &key, &public_key_s3_key).await?;
         if let Some(r) = read_back {
             r.check(self.inner.store.as_ref()).await?;
         }
@@ -1275,15 +1418,24 @@ impl Case {
         item: NewItem,
         value: &serde_json::Value,
     ) -> Result<(EvidenceRef, Option<bytes::Bytes>), EvidenceError> {
+        self.store_bytes_early(item, canonical(value).into(), "application/json").await
+    }
+
+    /// [`Case::store_json_early`] for bytes held in memory (a decoded UserData, the
+    /// console output).
+    pub async fn store_bytes_early(
+        &self,
+        item: NewItem,
+        bytes: bytes::Bytes,
+        content_type: &'static str,
+    ) -> Result<(EvidenceRef, Option<bytes::Bytes>), EvidenceError> {
         let key = self.evidence_key(&item)?;
         if let Some(r) = self.known(&item.id).await {
             return Ok((r, None));
         }
-        let bytes: bytes::Bytes = canonical(value).into();
         let lock = self.lock_now();
         let store = self.inner.store.as_ref();
-        let Some(stored) = upload::put_unread(store, &key, bytes.clone(), "application/json", &lock).await?
-        else {
+        let Some(stored) = upload::put_unread(store, &key, bytes.clone(), content_type, &lock).await? else {
             return self.recover(item, key, &bytes).await;
         };
         let evidence = EvidenceRef {

@@ -54,6 +54,15 @@ pub trait CustodySink: Send + Sync {
     async fn store_json_early(&self, item: Item, value: &serde_json::Value) -> Result<Early, CustodyError> {
         self.store_json(item, value).await.map(|evidence| Early { evidence, recovered: None })
     }
+    /// [`CustodySink::store_json_early`] for bytes; what a recovered item holds.
+    async fn store_bytes_early(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<(EvidenceRef, Option<Vec<u8>>), CustodyError> {
+        self.store_bytes(item, bytes, content_type).await.map(|r| (r, None))
+    }
     /// Waits for everything written behind; what could not be written.
     async fn flush(&self) -> Result<(), CustodyError> {
         Ok(())
@@ -147,6 +156,17 @@ impl CustodySink for CaseCustody {
             .transpose()
             .map_err(|e| CustodyError(format!("item {} found in the store is not JSON: {e}", evidence.id)))?;
         Ok(Early { evidence, recovered })
+    }
+
+    async fn store_bytes_early(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<(EvidenceRef, Option<Vec<u8>>), CustodyError> {
+        let (r, existing) =
+            self.0.store_bytes_early(new_item(item), bytes.into(), content_type).await.map_err(fail)?;
+        Ok((r, existing.map(|b| b.to_vec())))
     }
 
     async fn flush(&self) -> Result<(), CustodyError> {
@@ -334,6 +354,14 @@ impl CustodySink for OpeningCase {
     }
     async fn store_json_early(&self, item: Item, value: &serde_json::Value) -> Result<Early, CustodyError> {
         self.get().await?.store_json_early(item, value).await
+    }
+    async fn store_bytes_early(
+        &self,
+        item: Item,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<(EvidenceRef, Option<Vec<u8>>), CustodyError> {
+        self.get().await?.store_bytes_early(item, bytes, content_type).await
     }
     async fn flush(&self) -> Result<(), CustodyError> {
         self.get().await?.flush().await

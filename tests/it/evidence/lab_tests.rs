@@ -457,3 +457,44 @@ async fn an_item_stored_without_its_record_is_adopted_as_recovered() {
     let versions = store.list_versions(&key).await.unwrap();
     assert_eq!(versions.len(), 1, "no second version: {versions:?}");
 }
+
+// Issue 12: records queued behind are appended in batches, all signed at once. Two
+// processes' batches racing for the same sequence numbers never fork the chain: the
+// loser reads the winner's records and builds and signs its own again on top of them.
+#[tokio::test]
+async fn two_writers_appending_in_batches_never_fork_the_chain() {
+    let f = Forensics::seed().await;
+    let a = open(&f, "IR-LAB-BATCH").await;
+    a.flush().await.unwrap();
+    let b = open(&f, "IR-LAB-BATCH").await;
+    for i in 0..15 {
+        for (n, case) in [(0, &a), (1, &b)] {
+            case.record_behind(CustodyEvent {
+                action: Action::Verified,
+                subject: format!("writer-{n}"),
+                evidence: vec![],
+                aws_request_ids: vec![],
+                details: serde_json::json!({"i": i}),
+            });
+        }
+    }
+    let (x, y) = tokio::join!(a.flush(), b.flush());
+    x.unwrap();
+    y.unwrap();
+    let store = s3_store(&f);
+    let report =
+        cleanroom::verify::verify_case(store.as_ref(), &case_id("IR-LAB-BATCH"), &kms_trust(&f).await)
+            .await
+            .unwrap();
+    assert!(report.verified(), "{:#?}", report.findings);
+    assert_eq!(report.custody.records, 31, "one case_opened and 30 records, none twice");
+    let loaded = cleanroom::verify::load_case(store.as_ref(), &case_id("IR-LAB-BATCH")).await.unwrap();
+    for writer in ["writer-0", "writer-1"] {
+        let order: Vec<i64> = loaded
+            .chain()
+            .filter(|r| r.subject == writer)
+            .map(|r| r.details["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(order, (0..15).collect::<Vec<_>>(), "{writer}'s records in the order asked for");
+    }
+}

@@ -145,14 +145,14 @@ pub async fn base_config(opts: &ConnectOptions, fallback_region: &Region) -> Sdk
     sdk.to_builder().region(aws_config::Region::new(fallback_region.to_string())).build()
 }
 
-/// The SDK's adaptive retry mode: the standard exponential backoff with jitter, plus a
-/// client-side token bucket that, once a call is throttled (RequestLimitExceeded,
-/// Throttling, SlowDown), sends no faster than the rate AWS is accepting, so a fleet
-/// waits its turn instead of spending its attempts on throttled calls. The limiter is
-/// shared by the clients of one service and region (the SDK's default retry partition,
-/// `ec2-eu-west-1`): a throttled account slows the others in that region a little too.
+/// The SDK's standard retry mode: exponential backoff with jitter per call, so a throttled
+/// call waits its own turn while the others go on. Not the adaptive mode: its client-side
+/// limiter is shared by every client of a service and region (the SDK's retry partition,
+/// `ec2-eu-west-1`: every account, every action), so one throttled ModifyInstanceAttribute
+/// slowed every EC2 call of the fleet; under the lab's EC2 buckets the 100-instance fleet
+/// took 21.0 s with it and 13.5 s without (`scripts/bench-aws`, README "Performance").
 pub fn retry_config() -> RetryConfig {
-    RetryConfig::adaptive().with_max_attempts(MAX_ATTEMPTS)
+    RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
 }
 
 fn control_plane_timeouts() -> TimeoutConfig {

@@ -213,6 +213,8 @@ struct Inner {
     pending: tokio::sync::watch::Sender<usize>,
 }
 
+/// A record written, and its read-back to run (none when it was already there).
+type Appended = (CustodyReceipt, Option<ReadBack>);
 type ReadBackCheck = futures::future::BoxFuture<'static, Result<(), EvidenceError>>;
 type Done = tokio::sync::oneshot::Sender<Result<CustodyReceipt, EvidenceError>>;
 type QueuedEvent = futures::future::BoxFuture<'static, Result<CustodyEvent, EvidenceError>>;
@@ -873,14 +875,10 @@ impl Case {
     /// free. When another writer took one, or a write failed, the rest are built and
     /// signed again on the chain as it then is: nothing is written after a record that
     /// is not in the chain.
-    async fn append_batch(
-        &self,
-        events: Vec<CustodyEvent>,
-    ) -> Vec<Result<(CustodyReceipt, Option<ReadBack>), EvidenceError>> {
+    async fn append_batch(&self, events: Vec<CustodyEvent>) -> Vec<Result<Appended, EvidenceError>> {
         let case = &self.inner.case;
         let mut chain = self.inner.chain.lock().await;
-        let mut results: Vec<Option<Result<(CustodyReceipt, Option<ReadBack>), EvidenceError>>> =
-            events.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Appended, EvidenceError>>> = events.iter().map(|_| None).collect();
         let mut from = 0;
         let mut contended = 0;
         'build: while from < events.len() && contended < APPEND_ATTEMPTS {
@@ -1008,7 +1006,7 @@ impl Case {
         chain: &mut Chain,
         record: &CustodyRecord,
         now: OffsetDateTime,
-    ) -> Result<Option<(CustodyReceipt, Option<ReadBack>)>, EvidenceError> {
+    ) -> Result<Option<Appended>, EvidenceError> {
         let case = &self.inner.case;
         let seq = record.seq;
         let bytes = record.to_bytes();
@@ -1088,7 +1086,7 @@ impl Case {
         signer: &dyn Signer,
         key: &TrustedKey,
         public_key_s3_key: &str,
-    ) -> Result<(CustodyReceipt, Option<ReadBack>), EvidenceError> {
+    ) -> Result<Appended, EvidenceError> {
         let case = &self.inner.case;
         let mut chain = self.inner.chain.lock().await;
         for _ in 0..APPEND_ATTEMPTS {

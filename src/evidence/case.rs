@@ -869,10 +869,10 @@ impl Case {
         }
     }
 
-    /// Appends `events` in order, as [`Case::append`] does one: the records are built
-    /// on the head as it is, all signed at once (one KMS round trip for the batch, not
-    /// one per record), then written one at a time, each only if its sequence number is
-    /// free. When another writer took one, or a write failed, the rest are built and
+    /// Appends `events` in order, each fork-proof as [`Case::record`] says: the records
+    /// are built on the head as it is, all signed at once (one KMS round trip for the
+    /// batch, not one per record), then written one at a time, each only if its sequence
+    /// number is free. When another writer took one, or a write failed, the rest are built and
     /// signed again on the chain as it then is: nothing is written after a record that
     /// is not in the chain.
     async fn append_batch(&self, events: Vec<CustodyEvent>) -> Vec<Result<Appended, EvidenceError>> {

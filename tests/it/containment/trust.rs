@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cleanroom::cloud::ec2::{ConnTrack, NetworkPaths, Route, RouteTable, VpcInterface};
 use cleanroom::cloud::{Cloud, Group, Purpose, Rule, V4_ANY};
-use cleanroom::fake::cloud::{FakeCloud, FakeGroup};
+use cleanroom::fake::cloud::{FakeCloud, FakeGroup, State};
 use cleanroom::ids::InstanceId;
 use cleanroom::isolate::plan::Controls;
 use cleanroom::isolate::workflow::{Scope, Settings, Status, isolate};
@@ -445,6 +445,34 @@ async fn a_failed_release_is_recorded_as_release_failed() {
     assert_eq!(w.custody.actions().last(), Some(&Action::ReleaseFailed));
 }
 
+/// After a first run that did not succeed: a rerun completes with one group per purpose,
+/// the original prior state on record, and a proof at the end. `at` names the fault.
+async fn assert_rerun_completes(w: &World, id: &InstanceId, before: &State, at: &str) {
+    let again = w.isolate(std::slice::from_ref(id)).await;
+    assert!(
+        matches!(again[0].status, Status::Isolated | Status::AlreadyIsolated),
+        "rerun after {at}: {:#?}",
+        again[0]
+    );
+    assert_contained(w, id);
+    assert_eq!(w.cloud.case_groups_of(&case(), Purpose::Isolation).len(), 1, "{at}");
+    assert_eq!(w.cloud.case_groups_of(&case(), Purpose::AllowAll).len(), 1, "{at}");
+    assert_eq!(w.custody.actions().last(), Some(&Action::ContainmentVerified), "{at}");
+    let prior = {
+        let items = w.custody.items.lock().unwrap();
+        items.iter().find(|(k, _)| k.ends_with("prior-state.json")).unwrap().1.1.clone()
+    };
+    let want: Vec<String> =
+        before.instances[id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
+    let got: Vec<String> = prior["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["groups"][0].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, want, "{at}: the prior state is the original");
+}
+
 // Point 13: the crash test failed only cloud calls, never custody writes. A crash at
 // every write (the process dies there: the cloud too), then a rerun, completes with
 // one group per purpose, the original prior state, and a proof at the end.
@@ -466,27 +494,7 @@ async fn a_crash_at_any_custody_write_then_a_rerun_completes() {
         assert_ne!(first[0].status, Status::Isolated, "a lost write is never a success (crash at write {k})");
         w.custody.heal();
         w.cloud.heal();
-        let again = w.isolate(std::slice::from_ref(&id)).await;
-        assert!(
-            matches!(again[0].status, Status::Isolated | Status::AlreadyIsolated),
-            "rerun after crash at write {k}: {:#?}",
-            again[0]
-        );
-        assert_contained(&w, &id);
-        assert_eq!(w.cloud.case_groups_of(&case(), Purpose::Isolation).len(), 1, "crash at write {k}");
-        assert_eq!(w.cloud.case_groups_of(&case(), Purpose::AllowAll).len(), 1, "crash at write {k}");
-        assert_eq!(w.custody.actions().last(), Some(&Action::ContainmentVerified), "crash at write {k}");
-        let items = w.custody.items.lock().unwrap();
-        let prior = items.iter().find(|(k, _)| k.ends_with("prior-state.json")).unwrap().1.1.clone();
-        let want: Vec<String> =
-            before.instances[&id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
-        let got: Vec<String> = prior["enis"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["groups"][0].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(got, want, "crash at write {k}: prior state is the original");
+        assert_rerun_completes(&w, &id, &before, &format!("crash at write {k}")).await;
     }
 }
 
@@ -494,7 +502,7 @@ async fn a_crash_at_any_custody_write_then_a_rerun_completes() {
 // write k on while the cloud goes on for a while (changes made, their records lost, as
 // when the process dies before its queue drains): the run is never a success, and a
 // rerun completes from the original prior state, which it finds stored but unrecorded
-// and adopts.
+// and adopts; release then restores it.
 #[tokio::test(start_paused = true)]
 async fn records_lost_behind_the_changes_fail_the_run_and_a_rerun_adopts_the_prior_state() {
     let clean = World::new(FakeCloud::new());
@@ -506,54 +514,23 @@ async fn records_lost_behind_the_changes_fail_the_run_and_a_rerun_adopts_the_pri
     // the changes (a rerun must plan from the prior state, not from what it sees), or
     // after all of them.
     for (k, n) in (0..total).flat_map(|k| (0..16).chain([1000]).map(move |n| (k, n))) {
-        let k = format!("{k} (process dies {n} calls later)");
+        let at = format!("records lost from write {k}, the process dying {n} calls later");
         let w = World::new(FakeCloud::new());
         let id = w.cloud.seed_service_instance();
         let before = w.cloud.snapshot();
         let cloud = w.cloud.clone();
-        w.custody
-            .crash_after_writes(k.split(' ').next().unwrap().parse().unwrap(), move || cloud.crash_after(n));
+        w.custody.crash_after_writes(k, move || cloud.crash_after(n));
         let first = w.isolate(std::slice::from_ref(&id)).await;
-        assert_ne!(first[0].status, Status::Isolated, "records lost from write {k}: {:#?}", first[0]);
+        assert_ne!(first[0].status, Status::Isolated, "{at}: {:#?}", first[0]);
         w.custody.heal();
         w.cloud.heal();
-        let again = w.isolate(std::slice::from_ref(&id)).await;
-        assert!(
-            matches!(again[0].status, Status::Isolated | Status::AlreadyIsolated),
-            "rerun after records lost from write {k}: {:#?}",
-            again[0]
-        );
-        assert_contained(&w, &id);
-        assert_eq!(
-            w.cloud.case_groups_of(&case(), Purpose::Isolation).len(),
-            1,
-            "records lost from write {k}"
-        );
-        assert_eq!(
-            w.custody.actions().last(),
-            Some(&Action::ContainmentVerified),
-            "records lost from write {k}"
-        );
-        let prior = {
-            let items = w.custody.items.lock().unwrap();
-            items.iter().find(|(k, _)| k.ends_with("prior-state.json")).unwrap().1.1.clone()
-        };
-        let want: Vec<String> =
-            before.instances[&id].enis.iter().map(|e| before.enis[e].groups[0].to_string()).collect();
-        let got: Vec<String> = prior["enis"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["groups"][0].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(got, want, "records lost from write {k}: the prior state is the original");
-        // And release puts it back as it was.
+        assert_rerun_completes(&w, &id, &before, &at).await;
         let released = w.release(&id).await;
-        assert!(released.ok, "release after records lost from write {k}: {released:#?}");
+        assert!(released.ok, "release after {at}: {released:#?}");
         assert_eq!(
             w.cloud.eni_groups(&id),
             before.instances[&id].enis.iter().map(|e| before.enis[e].groups.clone()).collect::<Vec<_>>(),
-            "records lost from write {k}"
+            "{at}"
         );
     }
 }

@@ -249,15 +249,22 @@ impl RoleArn {
     }
 }
 
+/// The ARN of an EC2 resource of `kind` (`instance`, `volume`, ...), in its region's
+/// partition; snapshots have no account field (see [`snapshot_arn`]).
+pub fn ec2_arn(region: &Region, account: Option<&AccountId>, kind: &str, id: &str) -> String {
+    let account = account.map(AccountId::as_str).unwrap_or_default();
+    format!("arn:{}:ec2:{region}:{account}:{kind}/{id}", region.partition())
+}
+
 /// The ARN of an instance, in its region's partition.
 pub fn instance_arn(region: &Region, account: &AccountId, instance: &InstanceId) -> String {
-    format!("arn:{}:ec2:{region}:{account}:instance/{instance}", region.partition())
+    ec2_arn(region, Some(account), "instance", instance.as_str())
 }
 
 /// The ARN of a snapshot: EC2 snapshot ARNs have no account field (Service
 /// Authorization Reference, `arn:${Partition}:ec2:${Region}::snapshot/${SnapshotId}`).
 pub fn snapshot_arn(region: &Region, snapshot: &SnapshotId) -> String {
-    format!("arn:{}:ec2:{region}::snapshot/{snapshot}", region.partition())
+    ec2_arn(region, None, "snapshot", snapshot.as_str())
 }
 
 /// The parts of an ARN, borrowed from the string.
@@ -469,6 +476,11 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("partition of the region"));
         let snap = snapshot_arn(&"cn-north-1".parse().unwrap(), &"snap-01234567".parse().unwrap());
         assert_eq!(snap, "arn:aws-cn:ec2:cn-north-1::snapshot/snap-01234567");
+        // The analysis volumes' custody subjects: their region's partition too (they
+        // were written as arn:aws: whatever the region).
+        let gov: Region = "us-gov-west-1".parse().unwrap();
+        let vol = ec2_arn(&gov, Some(&"111122223333".parse().unwrap()), "volume", "vol-01234567");
+        assert_eq!(vol, "arn:aws-us-gov:ec2:us-gov-west-1:111122223333:volume/vol-01234567");
     }
 
     #[test]

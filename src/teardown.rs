@@ -59,15 +59,15 @@ async fn record(
         .await
         .map_err(|e| e.to_string())?;
     if now {
-        let resource = match e.kind {
-            ResourceKind::AnalysisInstance => "instance",
-            ResourceKind::AnalysisVolume => "volume",
-            _ => "snapshot",
+        let (resource, account) = match e.kind {
+            ResourceKind::AnalysisInstance => ("instance", Some(&side.account)),
+            ResourceKind::AnalysisVolume => ("volume", Some(&side.account)),
+            _ => ("snapshot", None),
         };
         custody
             .record(Event {
                 action: Action::ResourceRemoved,
-                subject: format!("arn:aws:ec2:{}:{}:{resource}/{}", side.region, side.account, e.id),
+                subject: crate::ids::ec2_arn(&side.region, account, resource, &e.id),
                 evidence: vec![],
                 aws_request_ids: request_id.into_iter().collect(),
                 details: serde_json::json!({"kind": e.kind, "id": e.id, "why": "teardown: an analysis resource the case created"}),

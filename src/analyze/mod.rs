@@ -500,7 +500,7 @@ async fn ensure_instance(
                     run.custody
                         .record(Event {
                             action: Action::AnalysisInstanceLaunched,
-                            subject: format!("arn:aws:ec2:{}:{}:instance/{id}", side.region, side.account),
+                            subject: crate::ids::instance_arn(&side.region, &side.account, &id),
                             evidence: vec![],
                             aws_request_ids: vec![],
                             details: serde_json::json!({
@@ -572,7 +572,7 @@ async fn launch(
     run.custody
         .record(Event {
             action: Action::AnalysisInstanceLaunched,
-            subject: format!("arn:aws:ec2:{}:{}:instance/{id}", side.region, side.account),
+            subject: crate::ids::instance_arn(&side.region, &side.account, &id),
             evidence: vec![],
             aws_request_ids: c.request_id.into_iter().collect(),
             details: serde_json::json!({
@@ -661,7 +661,7 @@ async fn attach(
         run.custody
             .record(Event {
                 action: Action::AnalysisVolumeAttached,
-                subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
+                subject: crate::ids::ec2_arn(&side.region, Some(&side.account), "volume", volume.as_str()),
                 evidence: vec![],
                 aws_request_ids: c.request_id.into_iter().collect(),
                 details: serde_json::json!({"instance": instance, "device": device, "source": subject,
@@ -772,7 +772,7 @@ async fn collect_one(
             run.custody
                 .record(Event {
                     action: Action::CollectionStarted,
-                    subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
+                    subject: crate::ids::ec2_arn(&side.region, Some(&side.account), "volume", volume.as_str()),
                     evidence: vec![],
                     aws_request_ids: c.request_id.into_iter().collect(),
                     details: serde_json::json!({
@@ -797,7 +797,7 @@ async fn collect_one(
             }
             Event {
                 action,
-                subject: format!("arn:aws:ec2:{}:{}:volume/{volume}", side.region, side.account),
+                subject: crate::ids::ec2_arn(&side.region, Some(&side.account), "volume", volume.as_str()),
                 evidence,
                 aws_request_ids: vec![],
                 details,

@@ -43,7 +43,7 @@ pub struct Suspect {
 
 impl Suspect {
     pub fn arn(&self) -> String {
-        format!("arn:aws:ec2:{}:{}:instance/{}", self.region, self.account, self.instance)
+        crate::ids::instance_arn(&self.region, &self.account, &self.instance)
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Placed {
 
 impl Placed {
     pub fn arn(&self) -> String {
-        format!("arn:aws:ec2:{}:{}:instance/{}", self.region, self.account, self.instance)
+        crate::ids::instance_arn(&self.region, &self.account, &self.instance)
     }
 }
 

@@ -5,19 +5,12 @@
 //! nothing was made), and that `teardown` and `verify` still work on the case.
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use cleanroom::aws::s3::S3Store;
 use cleanroom::config::AmiSource;
 use cleanroom::evidence::store::{ObjectStore, get_all};
-use cleanroom::lab::scenario::{self, Suspect};
 use serde_json::json;
 
+use super::lab::Incident;
 use crate::support::*;
-
-struct Incident {
-    f: Forensics,
-    suspect: Suspect,
-    _work: tempfile::TempDir,
-}
 
 /// What the case has in the forensics account's clean room.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,19 +22,6 @@ struct Room {
 }
 
 impl Incident {
-    async fn seed() -> Self {
-        let f = Forensics::seed().await;
-        let work = tempfile::tempdir().unwrap();
-        let member = unique_account();
-        let suspect =
-            scenario::cryptomining(lab(), &member, &region(), &f.account, work.path()).await.unwrap();
-        Self { f, suspect, _work: work }
-    }
-
-    fn store(&self) -> S3Store {
-        S3Store::new(self.f.clients().s3, self.f.config.forensics.evidence_bucket.clone())
-    }
-
     fn acquire(&self, case: &str) -> Run {
         self.f.cleanroom(&["acquire", &self.suspect.arn(), "--case", case])
     }

@@ -9,14 +9,16 @@ use cleanroom::lab::scenario::{self, Suspect};
 
 use crate::support::*;
 
-struct Incident {
-    f: Forensics,
-    suspect: Suspect,
+/// The cryptomining incident seeded in a member account, with a forensics account
+/// (the clean-room tests add their own methods).
+pub(super) struct Incident {
+    pub(super) f: Forensics,
+    pub(super) suspect: Suspect,
     _work: tempfile::TempDir,
 }
 
 impl Incident {
-    async fn seed() -> Self {
+    pub(super) async fn seed() -> Self {
         let f = Forensics::seed().await;
         let work = tempfile::tempdir().unwrap();
         let member = unique_account();
@@ -25,7 +27,7 @@ impl Incident {
         Self { f, suspect, _work: work }
     }
 
-    fn store(&self) -> S3Store {
+    pub(super) fn store(&self) -> S3Store {
         S3Store::new(self.f.clients().s3, self.f.config.forensics.evidence_bucket.clone())
     }
 

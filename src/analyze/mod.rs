@@ -500,7 +500,7 @@ async fn ensure_instance(
                     run.custody
                         .record(Event {
                             action: Action::AnalysisInstanceLaunched,
-                            subject: crate::ids::instance_arn(&side.region, &side.account, &id),
+                            subject: crate::ids::instance_arn(&side.region, &side.account, id),
                             evidence: vec![],
                             aws_request_ids: vec![],
                             details: serde_json::json!({

@@ -45,9 +45,10 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
 import boto3
+
+from labbench import Header, Lab, accounts, chain_depth, drop_log, is_swap, load, summarise_calls, trust
 
 root, bench = os.environ["BENCH_ROOT"], os.environ["BENCH_DIR"]
 ap = argparse.ArgumentParser(prog="benches/acquire_speed.py")
@@ -72,61 +73,10 @@ chmod +x /tmp/.cache/xmrig
 nohup /tmp/.cache/xmrig -o stratum+tcp://pool.minexmr.example:4444 -u 44AFFq5k --donate-level 1 &
 """
 
-lab = subprocess.Popen([f"{root}/lab/.venv/bin/python", f"{root}/lab/server.py", "--port", "0", "--exit-on-stdin-eof"],
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-url = lab.stdout.readline().split()[1]
-env = dict(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="AKIALABLABLABLAB0000", AWS_SECRET_ACCESS_KEY="lab-secret-not-a-real-credential",
-           AWS_REGION=REGION, AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-           AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", PATH=os.environ["PATH"])
-
-
-# -- lab admin and clients (as in aws_speed.py) --------------------------------------------
-
-def admin(method: str, path: str, body=None, account: str | None = None, raw: bytes | None = None):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    headers = {"Content-Type": "application/json"}
-    if account:
-        headers["x-moto-account-id"] = account
-    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
-    with urllib.request.urlopen(req) as r:
-        text = r.read()
-    try:
-        return json.loads(text or b"null")
-    except ValueError:
-        return text.decode(errors="replace")
-
-
-def realism(latency_ms: float = 0):
-    admin("POST", "/_lab/config", {"latency_ms": {"fixed": latency_ms}, "ec2_throttle": False})
-    admin("POST", "/_lab/realism/buckets/reset")
-    admin("POST", "/_lab/realism/stats/reset")  # also empties the request log
-
-
-def request_log() -> list[dict]:
-    return admin("GET", "/_lab/realism/log")["requests"]
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-class Header:
-    def __init__(self, name, value): self.name, self.value = name, value
-    def __call__(self, request, **_): request.headers[self.name] = self.value
-
-
-def client(service, account=HOME, region=REGION):
-    c = boto3.client(service, endpoint_url=url, region_name=region, aws_access_key_id="lab", aws_secret_access_key="lab")
-    c.meta.events.register("before-send.*.*", Header("x-moto-account-id", account))
-    return c
-
-
-TRUST = lambda acct: json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{acct}:root"}, "Action": "sts:AssumeRole"}]})
-counter = iter(range(100000))
-
-
-def account():
-    return f"5{os.getpid() % 100000:05d}{next(counter):06d}"
+lab = Lab(root, REGION, HOME)
+url, env = lab.url, lab.env
+admin, realism, request_log, client, isolation_checked = lab.admin, lab.realism, lab.request_log, lab.client, lab.isolation_checked
+account = accounts("5")
 
 
 # -- seeding (as src/lab/seed.rs and src/lab/scenario.rs do for the acceptance test) ------
@@ -136,7 +86,7 @@ def forensics():
     COMPLIANCE default retention), the evidence key and the checkpoint signing key.
     Returns (account, evidence key ARN, configuration path)."""
     acct = account()
-    client("iam", acct).create_role(RoleName="CleanroomForensics", AssumeRolePolicyDocument=TRUST(HOME))
+    client("iam", acct).create_role(RoleName="CleanroomForensics", AssumeRolePolicyDocument=trust(HOME))
     s3 = client("s3", acct)
     bucket = f"bench-acquire-{acct}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -176,7 +126,7 @@ def incident(acct: str, forensics_acct: str, cidr: str) -> dict:
     the world, an instance profile, and the instance: root volume encrypted under aws/ebs
     plus an unencrypted data volume, 1 GiB each; console output showing the miner."""
     iam = client("iam", acct)
-    iam.create_role(RoleName="CleanroomResponder", AssumeRolePolicyDocument=TRUST(HOME))
+    iam.create_role(RoleName="CleanroomResponder", AssumeRolePolicyDocument=trust(HOME))
     policy = {"Version": "2012-10-17", "Statement": [
         {"Sid": "Owner", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{acct}:root"}, "Action": "kms:*", "Resource": "*"},
         {"Sid": "ForensicsAccountCopiesSharedSnapshots", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{forensics_acct}:root"},
@@ -217,21 +167,6 @@ def incident(acct: str, forensics_acct: str, cidr: str) -> dict:
 
 # -- checks --------------------------------------------------------------------------------
 
-def isolation_checked(acct, iid) -> bool:
-    """Every ENI of the instance on exactly one group: the case's isolation group, which
-    allows nothing in or out."""
-    ec2 = client("ec2", acct)
-    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
-    for eni in inst["NetworkInterfaces"]:
-        groups = [g["GroupId"] for g in eni["Groups"]]
-        if len(groups) != 1:
-            return False
-        g = ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"][0]
-        if "isolation, no inbound, no outbound" not in g["Description"] or g["IpPermissions"] or g["IpPermissionsEgress"]:
-            return False
-    return bool(inst["NetworkInterfaces"])
-
-
 def copies_checked(forensics_acct, key, member_acct, case, volumes) -> dict:
     """The case's snapshots in the forensics account: one completed copy per volume under
     the forensics key; and no snapshot of the case in the member account still shared."""
@@ -254,23 +189,8 @@ def copies_checked(forensics_acct, key, member_acct, case, volumes) -> dict:
 
 # -- reading the request log ---------------------------------------------------------------
 
-def is_swap(e: dict) -> bool:
-    return e["operation"] == "ModifyNetworkInterfaceAttribute" and not e["dry_run"] and e["status"] == 200
-
-
 def stores_object(e: dict) -> bool:
     return e["service"] == "s3" and e["operation"] in ("PutObject", "CompleteMultipartUpload") and e["status"] == 200
-
-
-def chain_depth(log: list[dict], until: float) -> int:
-    """Sequential round trips actually made to `until`: the longest chain of requests each
-    sent after the previous one was answered (as in aws_speed.py)."""
-    done = sorted((e for e in log if e["end"] <= until + 1e-6), key=lambda e: e["end"])
-    depth: list[tuple[float, int]] = []
-    for e in done:
-        before = [d for end, d in depth if end <= e["start"]]
-        depth.append((e["end"], 1 + max(before, default=0)))
-    return max((d for _, d in depth), default=0)
 
 
 def idle_s(log: list[dict], t0: float, until: float) -> float:
@@ -290,15 +210,6 @@ def idle_s(log: list[dict], t0: float, until: float) -> float:
     if cur_e is not None:
         busy += cur_e - cur_s
     return (until - t0) - busy
-
-
-def summarise_calls(log: list[dict], until: float | None = None) -> dict:
-    """Requests (every service) and per service/operation (as in aws_speed.py)."""
-    chosen = [e for e in log if until is None or e["start"] < until]
-    per = collections.Counter(f"{e['service']}:{e['operation']}{' (DryRun)' if e['dry_run'] else ''}" for e in chosen)
-    by_service = collections.Counter(e["service"] for e in chosen)
-    return {"requests": len(chosen), "errors": sum(e["status"] >= 400 for e in chosen),
-            "by_service": dict(sorted(by_service.items())), "by_operation": dict(sorted(per.items()))}
 
 
 def milestones(log: list[dict], t0: float, case: str, forensics_acct: str) -> dict:
@@ -357,10 +268,6 @@ def verify(config: str, case: str) -> dict:
     verdict = (p.stdout.strip().splitlines() or [""])[-1]  # its last line: VERIFIED: ..., NOT AUTHENTICATED ...
     ok = p.returncode == 0 or (args.no_signing and p.returncode == 1 and verdict.startswith("NOT AUTHENTICATED (integrity only)"))
     return {"exit": p.returncode, "ok": ok, "verdict": verdict, "output": (p.stdout + p.stderr)[-3000:]}
-
-
-def drop_log(r: dict) -> dict:
-    return {k: v for k, v in r.items() if k not in ("log", "t0")}
 
 
 results = {"lab": "moto 5.2.5 + cleanroom extensions, loopback, realism on", "latency_ms": args.latency_ms,
@@ -428,5 +335,4 @@ try:
     if not results["all_checked"]:
         sys.exit("bench: a result check failed (see acquire.json: verify, isolation_checked, copies_checked)")
 finally:
-    lab.stdin.close()
-    lab.wait(timeout=10)
+    lab.stop()

@@ -12,9 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-import boto3
+from labbench import Lab, accounts, chain_depth, drop_log, is_swap, load, summarise_calls, trust
 
 root, bench = os.environ["BENCH_ROOT"], os.environ["BENCH_DIR"]
 ap = argparse.ArgumentParser(prog="scripts/bench-aws")
@@ -31,52 +30,12 @@ LATENCY_S = args.latency_ms / 1000.0
 # Another build to compare (e.g. a copy made before a change); default: this tree's.
 CLEANROOM = os.environ.get("BENCH_CLEANROOM") or f"{root}/target/debug/cleanroom"
 
-lab = subprocess.Popen([f"{root}/lab/.venv/bin/python", f"{root}/lab/server.py", "--port", "0", "--exit-on-stdin-eof"],
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-url = lab.stdout.readline().split()[1]
-env = dict(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="AKIALABLABLABLAB0000", AWS_SECRET_ACCESS_KEY="lab-secret-not-a-real-credential",
-           AWS_REGION=REGION, AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true",
-           AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", PATH=os.environ["PATH"])
+lab = Lab(root, REGION, HOME)
+url, env = lab.url, lab.env
+admin, realism, request_log, client, isolation_checked = lab.admin, lab.realism, lab.request_log, lab.client, lab.isolation_checked
+account = accounts("4")
 
 
-def admin(method: str, path: str, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read() or b"null")
-
-
-def realism(latency_ms: float = 0, throttle: bool = False):
-    admin("POST", "/_lab/config", {"latency_ms": {"fixed": latency_ms}, "ec2_throttle": throttle})
-    admin("POST", "/_lab/realism/buckets/reset")
-    admin("POST", "/_lab/realism/stats/reset")  # also empties the request log
-
-
-def request_log() -> list[dict]:
-    return admin("GET", "/_lab/realism/log")["requests"]
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-class AccountHeader:
-    def __init__(self, account): self.account = account
-    def __call__(self, request, **_): request.headers["x-moto-account-id"] = self.account
-
-
-def client(service, account=HOME, region=REGION):
-    c = boto3.client(service, endpoint_url=url, region_name=region, aws_access_key_id="lab", aws_secret_access_key="lab")
-    c.meta.events.register("before-send.*.*", AccountHeader(account))
-    return c
-
-
-TRUST = lambda acct: json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{acct}:root"}, "Action": "sts:AssumeRole"}]})
-counter = iter(range(100000))
-
-
-def account():
-    return f"4{os.getpid() % 100000:05d}{next(counter):06d}"
 
 
 FORENSICS = {}
@@ -85,7 +44,7 @@ FORENSICS = {}
 def forensics():
     acct = account()
     FORENSICS["account"] = acct
-    client("iam", acct).create_role(RoleName="CleanroomForensics", AssumeRolePolicyDocument=TRUST(HOME))
+    client("iam", acct).create_role(RoleName="CleanroomForensics", AssumeRolePolicyDocument=trust(HOME))
     s3 = client("s3", acct)
     bucket = f"bench-evidence-{acct}"
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -120,7 +79,7 @@ instance_concurrency = {args.concurrency}
 
 
 def member(acct):
-    client("iam", acct).create_role(RoleName="CleanroomResponder", AssumeRolePolicyDocument=TRUST(HOME))
+    client("iam", acct).create_role(RoleName="CleanroomResponder", AssumeRolePolicyDocument=trust(HOME))
 
 
 def network(acct, cidr, ipv6=False):
@@ -174,46 +133,6 @@ def service(acct, cidr):
 
 def arn(acct, iid):
     return f"arn:aws:ec2:{REGION}:{acct}:instance/{iid}"
-
-
-def isolation_checked(acct, iid) -> bool:
-    """Every ENI of the instance on exactly one group: the case's isolation group, which
-    allows nothing in or out."""
-    ec2 = client("ec2", acct)
-    inst = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
-    for eni in inst["NetworkInterfaces"]:
-        groups = [g["GroupId"] for g in eni["Groups"]]
-        if len(groups) != 1:
-            return False
-        g = ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"][0]
-        if "isolation, no inbound, no outbound" not in g["Description"] or g["IpPermissions"] or g["IpPermissionsEgress"]:
-            return False
-    return True
-
-
-def is_swap(e: dict) -> bool:
-    return e["operation"] == "ModifyNetworkInterfaceAttribute" and not e["dry_run"] and e["status"] == 200
-
-
-def chain_depth(log: list[dict], until: float) -> int:
-    """Sequential round trips actually made to `until`: the longest chain of requests each
-    sent after the previous one was answered (what the elapsed time would be made of on
-    AWS, where a call costs the latency; here the lab's own processing time adds to it)."""
-    done = sorted((e for e in log if e["end"] <= until + 1e-6), key=lambda e: e["end"])
-    depth: list[tuple[float, int]] = []
-    for e in done:
-        before = [d for end, d in depth if end <= e["start"]]
-        depth.append((e["end"], 1 + max(before, default=0)))
-    return max((d for _, d in depth), default=0)
-
-
-def summarise_calls(log: list[dict], until: float | None = None) -> dict:
-    """Requests (every service, throttled answers included) and per service/operation."""
-    chosen = [e for e in log if until is None or e["start"] < until]
-    per = collections.Counter(f"{e['service']}:{e['operation']}{' (DryRun)' if e['dry_run'] else ''}" for e in chosen)
-    by_service = collections.Counter(e["service"] for e in chosen)
-    return {"requests": len(chosen), "errors": sum(e["status"] >= 400 for e in chosen),
-            "by_service": dict(sorted(by_service.items())), "by_operation": dict(sorted(per.items()))}
 
 
 def cleanroom(config, *argv):
@@ -313,10 +232,6 @@ def bucket_forced_s(log: list[dict]) -> tuple[float, dict]:
               for (a, r, n), (s, rt, c) in spent.items()}
     worst = max((v["forced_s"] for v in forced.values()), default=0.0)
     return worst, dict(sorted(forced.items(), key=lambda kv: -kv[1]["forced_s"]))
-
-
-def drop_log(r: dict) -> dict:
-    return {k: v for k, v in r.items() if k not in ("log", "t0")}
 
 
 results = {"lab": "moto 5.2.5 + cleanroom extensions, loopback, realism on", "latency_ms": args.latency_ms,
@@ -450,5 +365,4 @@ try:
     print("\n".join(lines))
     print(f"written: {bench}/aws.json")
 finally:
-    lab.stdin.close()
-    lab.wait(timeout=10)
+    lab.stop()

@@ -307,24 +307,11 @@ struct ReadBack {
     key: String,
     version_id: Option<String>,
     bytes: bytes::Bytes,
-    hash: String,
-    seq: u64,
 }
 
 impl ReadBack {
     async fn check(self, store: &dyn ObjectStore) -> Result<(), EvidenceError> {
-        let back = get_all(store, &self.key, self.version_id.as_deref(), MAX_RECORD_BYTES + 1)
-            .await
-            .map_err(EvidenceError::store(format!("reading back custody record {}", self.seq)))?;
-        if back != self.bytes {
-            return Err(EvidenceError::ReadBackMismatch {
-                key: self.key,
-                version_id: self.version_id,
-                expected: self.hash,
-                found: digest::sha256_tagged(&back),
-            });
-        }
-        Ok(())
+        upload::read_back(store, &self.key, self.version_id.as_deref(), &self.bytes).await
     }
 }
 
@@ -601,19 +588,7 @@ impl Case {
                 };
                 let this = self.clone();
                 let check = spawned(self.case_str(), "reading back case.json", async move {
-                    let stored =
-                        get_all(this.inner.store.as_ref(), &key, w.version_id.as_deref(), CASE_FILE_LIMIT)
-                            .await
-                            .map_err(EvidenceError::store(format!("reading back {key}")))?;
-                    if stored != bytes {
-                        return Err(EvidenceError::ReadBackMismatch {
-                            key,
-                            version_id: w.version_id,
-                            expected: digest::sha256_tagged(&bytes),
-                            found: digest::sha256_tagged(&stored),
-                        });
-                    }
-                    Ok(())
+                    upload::read_back(this.inner.store.as_ref(), &key, w.version_id.as_deref(), &bytes).await
                 });
                 return Ok((r, Some(check)));
             }
@@ -1019,35 +994,23 @@ impl Case {
             });
         }
         let key = layout::custody_record(case, seq);
-        let sha = b64(&sha256_raw(&bytes));
-        let put = PutObject {
-            key: key.clone(),
-            sha256_b64: sha.clone(),
-            body: bytes.clone().into(),
-            content_type: "application/json",
-            lock: self.inner.retention.lock(now),
-            if_absent: true,
-        };
-        match self.inner.store.put(put).await {
-            Ok(w) => {
-                if let Some(stored) = &w.checksum_sha256
-                    && stored != &sha
-                {
-                    return Err(EvidenceError::ChecksumMismatch { key, sent: sha, stored: stored.clone() });
-                }
+        let bytes = bytes::Bytes::from(bytes);
+        let lock = self.inner.retention.lock(now);
+        match upload::put_unread(self.inner.store.as_ref(), &key, bytes.clone(), "application/json", &lock)
+            .await?
+        {
+            Some(stored) => {
                 chain.apply(record);
-                let read_back = ReadBack {
-                    key: key.clone(),
-                    version_id: w.version_id.clone(),
-                    bytes: bytes.into(),
-                    hash: record.hash.clone(),
+                let read_back = ReadBack { key: key.clone(), version_id: stored.version_id.clone(), bytes };
+                let receipt = CustodyReceipt {
                     seq,
+                    hash: record.hash.clone(),
+                    s3_key: key,
+                    version_id: stored.version_id,
                 };
-                let receipt =
-                    CustodyReceipt { seq, hash: record.hash.clone(), s3_key: key, version_id: w.version_id };
                 Ok(Some((receipt, Some(read_back))))
             }
-            Err(e) if e.is(StoreErrorKind::PreconditionFailed) => {
+            None => {
                 if self.catch_up(chain, Some(&record.hash)).await? {
                     // Our own earlier attempt landed (a retried request).
                     let versions = self.inner.store.list_versions(&key).await.unwrap_or_default();
@@ -1057,7 +1020,6 @@ impl Case {
                 }
                 Ok(None)
             }
-            Err(e) => Err(EvidenceError::store(format!("writing custody record {seq}"))(e)),
         }
     }
 
@@ -1520,17 +1482,7 @@ impl Case {
             if_absent: false,
         };
         let w = self.inner.store.put(put).await.map_err(EvidenceError::store(format!("writing {key}")))?;
-        let back = get_all(self.inner.store.as_ref(), &key, w.version_id.as_deref(), SMALL_OBJECT_LIMIT)
-            .await
-            .map_err(EvidenceError::store(format!("reading back {key}")))?;
-        if back != bytes {
-            return Err(EvidenceError::ReadBackMismatch {
-                key,
-                version_id: w.version_id,
-                expected: digest::sha256_tagged(&bytes),
-                found: digest::sha256_tagged(&back),
-            });
-        }
+        upload::read_back(self.inner.store.as_ref(), &key, w.version_id.as_deref(), &bytes).await?;
         let r = EvidenceRef {
             id: "manifest".into(),
             sha256: digest::sha256_tagged(&bytes),

@@ -9,6 +9,11 @@ use async_trait::async_trait;
 
 use crate::pipeline::custody::{Action, CustodyError, CustodySink, Early, Event, EvidenceRef, Item};
 
+/// Where the memory case says an item lives.
+fn memory_ref(id: &str, sha256: String) -> EvidenceRef {
+    EvidenceRef { id: id.to_owned(), sha256, s3_key: format!("memory/{id}"), version_id: None }
+}
+
 /// An in-memory case for tests with the fake cloud.
 #[derive(Default)]
 pub struct MemoryCustody {
@@ -122,12 +127,7 @@ impl CustodySink for MemoryCustody {
             return Ok(r.clone());
         }
         self.write()?;
-        let r = EvidenceRef {
-            id: item.id.clone(),
-            sha256: format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))),
-            s3_key: format!("memory/{}", item.id),
-            version_id: None,
-        };
+        let r = memory_ref(&item.id, format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))));
         let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
         self.objects.lock().expect("custody lock").insert(item.id.clone(), value.clone());
         self.record_item(item, &r, value);
@@ -151,24 +151,14 @@ impl CustodySink for MemoryCustody {
         if let Some(existing) = found {
             // Stored by a run that stopped before its record: adopted, recorded now.
             self.write()?;
-            let r = EvidenceRef {
-                id: item.id.clone(),
-                sha256: digest(&existing),
-                s3_key: format!("memory/{}", item.id),
-                version_id: None,
-            };
+            let r = memory_ref(&item.id, digest(&existing));
             let recovered = (existing != *value).then(|| existing.clone());
             self.record_item(item, &r, existing);
             return Ok(Early { evidence: r, recovered });
         }
         self.write()?;
         self.objects.lock().expect("custody lock").insert(item.id.clone(), value.clone());
-        let r = EvidenceRef {
-            id: item.id.clone(),
-            sha256: digest(value),
-            s3_key: format!("memory/{}", item.id),
-            version_id: None,
-        };
+        let r = memory_ref(&item.id, digest(value));
         match self.write() {
             Ok(()) => self.record_item(item, &r, value.clone()),
             Err(e) => self.failures.lock().expect("custody lock").push(e.0),
@@ -218,12 +208,7 @@ impl CustodySink for MemoryCustody {
         reported: &crate::evidence::digest::Digests,
         _rehash_limit: u64,
     ) -> Result<(EvidenceRef, bool), CustodyError> {
-        let r = EvidenceRef {
-            id: item.id.clone(),
-            sha256: reported.sha256.clone(),
-            s3_key: format!("memory/{}", item.id),
-            version_id: None,
-        };
+        let r = memory_ref(&item.id, reported.sha256.clone());
         self.items.lock().expect("custody lock").insert(item.id, (r.clone(), serde_json::Value::Null));
         Ok((r, false))
     }
